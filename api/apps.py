@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ApiConfig(AppConfig):
+    name = "api"
+
+    def ready(self) -> None:
+        from api import schema  # noqa: F401  (registers OpenAPI extensions)

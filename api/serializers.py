@@ -1,0 +1,217 @@
+"""Shapes of the API's input and output. Validation of form only; rules live in core."""
+import re
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from core.models import Event, Order, User
+
+MAX_TOTAL_TICKETS = 1_000_000
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer that must arrive as a JSON integer: no strings, floats or booleans."""
+
+    default_error_messages = {"invalid": "A JSON integer is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def no_control_characters(value: str) -> None:
+    if _CONTROL_CHARS.search(value):
+        raise serializers.ValidationError("Control characters are not allowed.")
+
+
+def role_claims(token, user: User) -> None:
+    token["role"] = user.role
+    token["username"] = user.username
+
+
+# --- Accounts ----------------------------------------------------------------------
+
+
+class RegisterInputSerializer(serializers.Serializer):
+    username = serializers.CharField(
+        max_length=150,
+        validators=[
+            get_user_model().username_validator,
+            UniqueValidator(
+                queryset=User.objects.all(), message="A user with that username already exists."
+            ),
+        ],
+    )
+    password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
+    role = serializers.ChoiceField(choices=User.Role.choices, default=User.Role.USER)
+    admin_code = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=128
+    )
+
+    def validate(self, attrs):
+        try:
+            validate_password(attrs["password"], User(username=attrs["username"]))
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": exc.messages}) from None
+        return attrs
+
+
+class UserOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "username", "role"]
+
+
+class TokenObtainSerializer(TokenObtainPairSerializer):
+    """Login: the access token carries the caller's role."""
+
+    @classmethod
+    def get_token(cls, user):
+        token = super().get_token(user)
+        role_claims(token, user)
+        return token
+
+
+class TokenRefreshSerializer(serializers.Serializer):
+    """Rotate a refresh token; the new access token carries the user's current role."""
+
+    refresh = serializers.CharField()
+    access = serializers.CharField(read_only=True)
+
+    def validate(self, attrs):
+        try:
+            refresh = RefreshToken(attrs["refresh"])
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from None
+        user = User.objects.filter(pk=refresh.get("user_id")).first()
+        if user is None or not user.is_active:
+            raise AuthenticationFailed("No active account for this token.", code="no_active_account")
+        refresh.blacklist()
+        new_refresh = RefreshToken.for_user(user)
+        role_claims(new_refresh, user)
+        return {"access": str(new_refresh.access_token), "refresh": str(new_refresh)}
+
+
+class TokenPairOutputSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class LogoutInputSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+# --- Events ------------------------------------------------------------------------
+
+
+class EventOutputSerializer(serializers.ModelSerializer):
+    tickets_available = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Event
+        fields = [
+            "id",
+            "name",
+            "description",
+            "venue",
+            "date",
+            "total_tickets",
+            "tickets_sold",
+            "tickets_available",
+            "sale_starts_at",
+            "sale_ends_at",
+            "max_tickets_per_user",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class EventInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, validators=[no_control_characters])
+    description = serializers.CharField(
+        max_length=5000, required=False, allow_blank=True, trim_whitespace=False
+    )
+    venue = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, validators=[no_control_characters]
+    )
+    date = serializers.DateTimeField()
+    total_tickets = StrictIntegerField(min_value=1, max_value=MAX_TOTAL_TICKETS)
+    sale_starts_at = serializers.DateTimeField(required=False, allow_null=True)
+    sale_ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    max_tickets_per_user = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_TOTAL_TICKETS
+    )
+
+    def validate(self, attrs):
+        instance: Event | None = self.instance
+        starts = attrs.get("sale_starts_at", getattr(instance, "sale_starts_at", None))
+        ends = attrs.get("sale_ends_at", getattr(instance, "sale_ends_at", None))
+        if starts and ends and ends <= starts:
+            raise serializers.ValidationError({"sale_ends_at": ["Must be after sale_starts_at."]})
+        return attrs
+
+
+class EventListQuerySerializer(serializers.Serializer):
+    when = serializers.ChoiceField(choices=["upcoming", "past"], required=False)
+    search = serializers.CharField(max_length=200, required=False)
+    ordering = serializers.ChoiceField(choices=["date", "-date"], default="date")
+    page = serializers.IntegerField(min_value=1, required=False)
+    page_size = serializers.IntegerField(min_value=1, max_value=100, required=False)
+
+
+# --- Purchases and orders ------------------------------------------------------------
+
+
+class PurchaseInputSerializer(serializers.Serializer):
+    quantity = StrictIntegerField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        limit = settings.PURCHASE_MAX_QUANTITY
+        field = self.fields["quantity"]
+        field.validators = [
+            MinValueValidator(1, message="Must be at least 1."),
+            MaxValueValidator(limit, message=f"Must be at most {limit} per order."),
+        ]
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "event",
+            "quantity",
+            "reason",
+            "created_at",
+            "updated_at",
+            "finalized_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderListQuerySerializer(serializers.Serializer):
+    event = serializers.IntegerField(min_value=1, required=False)
+    status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
+    page = serializers.IntegerField(min_value=1, required=False)
+    page_size = serializers.IntegerField(min_value=1, max_value=100, required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape (documented in the schema for every error response)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    errors = serializers.DictField(required=False)

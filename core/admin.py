@@ -1,0 +1,44 @@
+"""Django admin for users, events and orders."""
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from core.models import Event, Order, Ticket, User
+from core.services.users import user_tokens_revoke
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    list_display = ["username", "role", "is_active", "date_joined"]
+    list_filter = ["role", "is_active"]
+    fieldsets = BaseUserAdmin.fieldsets + (("Role", {"fields": ["role"]}),)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Access tokens carry the role and are checked without a database read.
+        if change and {"role", "is_active", "password"} & set(form.changed_data):
+            user_tokens_revoke(user_id=obj.pk)
+
+    def delete_model(self, request, obj):
+        user_id = obj.pk
+        super().delete_model(request, obj)
+        user_tokens_revoke(user_id=user_id)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["name", "date", "total_tickets", "tickets_sold"]
+    search_fields = ["name"]
+    readonly_fields = ["tickets_sold", "created_at", "updated_at"]
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "event", "quantity", "status", "created_at"]
+    list_filter = ["status"]
+    readonly_fields = [f.name for f in Order._meta.fields]
+
+
+@admin.register(Ticket)
+class TicketAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "event", "quantity", "purchase_date"]
+    readonly_fields = [f.name for f in Ticket._meta.fields]

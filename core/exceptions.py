@@ -1,0 +1,104 @@
+"""Domain errors. Services raise them; `api.exceptions` renders them as JSON."""
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """Base of every error a client may see; `code` is stable, `message` is prose."""
+
+    code = "error"
+    status_code = 400
+    message = "The request could not be processed."
+    retry_after: int | None = None
+
+    def __init__(self, message: str | None = None, *, extra: dict[str, Any] | None = None):
+        self.message = message or self.message
+        self.extra = extra or {}
+        super().__init__(self.message)
+
+
+class NotFoundError(ApplicationError):
+    code = "not_found"
+    status_code = 404
+    message = "Not found."
+
+
+class PermissionDeniedError(ApplicationError):
+    code = "permission_denied"
+    status_code = 403
+    message = "You do not have permission to perform this action."
+
+
+class ConflictError(ApplicationError):
+    code = "conflict"
+    status_code = 409
+
+
+class SoldOutError(ConflictError):
+    code = "sold_out"
+    message = "This event is sold out."
+
+
+class InsufficientTicketsError(ConflictError):
+    code = "insufficient_tickets"
+    message = "Fewer tickets are left than requested."
+
+
+class PurchaseLimitError(ConflictError):
+    code = "limit_exceeded"
+    message = "This purchase would exceed the per-user ticket limit for this event."
+
+
+class SaleClosedError(ConflictError):
+    code = "sale_not_open"
+    message = "Tickets for this event are not on sale now."
+
+
+class IdempotencyInProgressError(ConflictError):
+    code = "request_in_progress"
+    message = "A request with this Idempotency-Key is still being processed; retry shortly."
+    retry_after = 1
+
+
+class IdempotencyKeyReusedError(ApplicationError):
+    code = "idempotency_key_reused"
+    status_code = 422
+    message = "This Idempotency-Key was already used with a different request."
+
+
+class OrderNotCancellableError(ConflictError):
+    code = "order_not_cancellable"
+    message = "Only confirmed orders of events that have not started can be cancelled."
+
+
+class EventHasSalesError(ConflictError):
+    code = "event_has_sales"
+    message = "An event with sales or pending orders cannot be deleted."
+
+
+class TotalBelowCommittedError(ConflictError):
+    code = "total_below_committed"
+    message = "total_tickets cannot drop below the tickets sold or reserved."
+
+
+class ServiceBusyError(ApplicationError):
+    """A dependency is down or overloaded: nothing was done, the client may retry."""
+
+    code = "service_unavailable"
+    status_code = 503
+    message = "The service is busy; nothing was done. Retry shortly."
+    retry_after = 2
+
+
+class DatabaseUnavailableError(ServiceBusyError):
+    code = "database_unavailable"
+    message = "The database is unavailable; nothing was done. Retry shortly."
+
+
+class QueueUnavailableError(ServiceBusyError):
+    code = "queue_unavailable"
+    message = "The order queue is unavailable; nothing was done. Retry shortly."
+
+
+class GateUnavailableError(ServiceBusyError):
+    code = "gate_unavailable"
+    message = "The stock gate is unavailable; nothing was done. Retry shortly."

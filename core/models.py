@@ -1,0 +1,122 @@
+"""The domain: users with a role, events, orders (purchase requests) and tickets."""
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import F, Q
+
+
+class User(AbstractUser):
+    class Role(models.TextChoices):
+        ADMIN = "Admin", "Admin"
+        USER = "User", "User"
+
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.USER)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == self.Role.ADMIN
+
+    def save(self, *args, **kwargs):
+        # The role is the single source of authority: Admins are staff, Users never are.
+        self.is_staff = self.role == self.Role.ADMIN or self.is_superuser
+        super().save(*args, **kwargs)
+
+
+class Event(models.Model):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    venue = models.CharField(max_length=200, blank=True, default="")
+    date = models.DateTimeField(db_index=True)
+    total_tickets = models.PositiveIntegerField()
+    tickets_sold = models.PositiveIntegerField(default=0, editable=False)
+    sale_starts_at = models.DateTimeField(null=True, blank=True)
+    sale_ends_at = models.DateTimeField(null=True, blank=True)
+    # Most tickets one user may hold for this event; null means the order maximum only.
+    max_tickets_per_user = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["date", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(tickets_sold__gte=0) & Q(tickets_sold__lte=F("total_tickets")),
+                name="event_tickets_sold_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(total_tickets__gte=1), name="event_total_tickets_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tickets_available(self) -> int:
+        return self.total_tickets - self.tickets_sold
+
+
+class Order(models.Model):
+    """A purchase request: accepted by the API as pending, made final by a worker."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="orders")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="orders")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=200, blank=True, default="")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="order_unique_idempotency_key_per_user",
+            ),
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="order_quantity_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="order_user_recent_idx"),
+            # Drain tasks and the reconciler look for the pending orders of an event.
+            models.Index(
+                fields=["event", "id"],
+                condition=Q(status="pending"),
+                name="order_pending_by_event_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="pending"),
+                name="order_pending_age_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.pk} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != self.Status.PENDING
+
+
+class Ticket(models.Model):
+    # One ticket row per confirmed order: the unique order guarantees no double purchase.
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="ticket")
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="tickets")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="tickets")
+    quantity = models.PositiveIntegerField()
+    purchase_date = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-purchase_date"]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.event_id} for {self.user_id}"

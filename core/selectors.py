@@ -1,0 +1,98 @@
+"""Reads. Views and tasks call these instead of building querysets themselves."""
+from datetime import timedelta
+
+from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
+
+from core.exceptions import NotFoundError
+from core.models import Event, Order
+from core.stock import GateSnapshot
+
+
+def event_list(
+    *, when: str | None = None, search: str | None = None, ordering: str = "date"
+) -> QuerySet[Event]:
+    """List events; `when` is 'upcoming' or 'past', `ordering` 'date' or '-date'."""
+    events = Event.objects.all()
+    now = timezone.now()
+    if when == "upcoming":
+        events = events.filter(date__gte=now)
+    elif when == "past":
+        events = events.filter(date__lt=now)
+    if search:
+        events = events.filter(name__icontains=search)
+    return events.order_by(ordering, "id" if ordering == "date" else "-id")
+
+
+def event_get(*, event_id: int) -> Event:
+    try:
+        return Event.objects.get(pk=event_id)
+    except Event.DoesNotExist:
+        raise NotFoundError("No event with this id.") from None
+
+
+def order_get(*, order_id: int, user_id: int, is_admin: bool) -> Order:
+    """Return the order if the caller may see it; another user's order is 'not found'."""
+    orders = Order.objects.all() if is_admin else Order.objects.filter(user_id=user_id)
+    try:
+        return orders.get(pk=order_id)
+    except Order.DoesNotExist:
+        raise NotFoundError("No order with this id.") from None
+
+
+def order_list(
+    *, user_id: int, is_admin: bool, event_id: int | None = None, status: str | None = None
+) -> QuerySet[Order]:
+    """Newest first: the caller's orders, or every order (filterable) for an Admin."""
+    orders = Order.objects.all() if is_admin else Order.objects.filter(user_id=user_id)
+    if is_admin and event_id is not None:
+        orders = orders.filter(event_id=event_id)
+    if is_admin and status:
+        orders = orders.filter(status=status)
+    return orders.order_by("-created_at", "-id")
+
+
+def _epoch(value) -> float:
+    return value.timestamp() if value else 0.0
+
+
+def event_sale_window(*, event: Event) -> tuple[float, float, int]:
+    """Return the gate's (starts, ends, per-user limit); sales end when the event starts."""
+    ends = min(filter(None, [event.sale_ends_at, event.date]))
+    return _epoch(event.sale_starts_at), _epoch(ends), event.max_tickets_per_user or 0
+
+
+def event_gate_snapshot(*, event: Event) -> GateSnapshot:
+    """Compute from PostgreSQL what the gate must hold: total - sold - pending."""
+    pending = (
+        Order.objects.filter(event_id=event.pk, status=Order.Status.PENDING).aggregate(
+            n=Sum("quantity")
+        )["n"]
+        or 0
+    )
+    held = (
+        Order.objects.filter(
+            Q(status=Order.Status.PENDING) | Q(status=Order.Status.CONFIRMED),
+            event_id=event.pk,
+        )
+        .values_list("user_id")
+        .annotate(n=Sum("quantity"))
+        .order_by()
+    )
+    starts, ends, limit = event_sale_window(event=event)
+    return GateSnapshot(
+        remaining=event.total_tickets - event.tickets_sold - pending,
+        starts=starts,
+        ends=ends,
+        limit=limit,
+        held_by_user=dict(held),
+    )
+
+
+def orders_pending_stale(*, older_than_seconds: int) -> QuerySet[Order]:
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return Order.objects.filter(status=Order.Status.PENDING, created_at__lt=cutoff)
+
+
+def events_on_sale() -> QuerySet[Event]:
+    return Event.objects.filter(date__gte=timezone.now())

@@ -1,0 +1,121 @@
+"""Writes to events, keeping the gate's stock and sale window in step."""
+import logging
+from typing import Any
+
+import redis
+from django.db import transaction
+from django.db.models import Sum
+
+from core.exceptions import (
+    EventHasSalesError,
+    GateUnavailableError,
+    NotFoundError,
+    TotalBelowCommittedError,
+)
+from core.models import Event, Order
+from core.selectors import event_gate_snapshot, event_sale_window
+from core.stock import (
+    new_operation_id,
+    stock_forget,
+    stock_load,
+    stock_operation_begin,
+    stock_operation_end,
+)
+
+logger = logging.getLogger(__name__)
+
+EDITABLE_FIELDS = {
+    "name",
+    "description",
+    "venue",
+    "date",
+    "total_tickets",
+    "sale_starts_at",
+    "sale_ends_at",
+    "max_tickets_per_user",
+}
+
+
+def event_create(**fields: Any) -> Event:
+    """Create an event and open its gate (lazily rebuilt later if Redis is down)."""
+    event = Event.objects.create(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
+    try:
+        stock_load(event_id=event.pk, snapshot=event_gate_snapshot(event=event))
+    except redis.RedisError:
+        logger.warning("gate not built at creation", extra={"event_id": event.pk})
+    return event
+
+
+def event_update(*, event_id: int, data: dict[str, Any]) -> Event:
+    """Apply `data` to an event; total_tickets may not drop below sold + reserved.
+
+    A decrease is first taken out of the gate (so no purchase can take those tickets
+    meanwhile), then checked against PostgreSQL under the event-row lock; an increase
+    reaches the gate only after PostgreSQL has committed it.
+    """
+    data = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
+    current = Event.objects.filter(pk=event_id).values_list("total_tickets", flat=True).first()
+    if current is None:
+        raise NotFoundError("No event with this id.")
+    delta = data.get("total_tickets", current) - current
+    operation_id = new_operation_id("event")
+    try:
+        answer = stock_operation_begin(event_id=event_id, operation_id=operation_id, delta=delta)
+    except redis.RedisError:
+        raise GateUnavailableError() from None
+    if answer.status == "insufficient":
+        stock_operation_end(event_id=event_id, operation_id=operation_id)
+        raise TotalBelowCommittedError(extra={"tickets_available": answer.value})
+    taken = min(delta, 0) if answer.status == "ok" else 0
+    try:
+        event = _event_update_locked(event_id=event_id, data=data)
+    except BaseException:
+        stock_operation_end(event_id=event_id, operation_id=operation_id, delta=-taken)
+        raise
+    stock_operation_end(
+        event_id=event_id,
+        operation_id=operation_id,
+        delta=max(delta, 0),
+        window=event_sale_window(event=event),
+    )
+    return event
+
+
+def _event_update_locked(*, event_id: int, data: dict[str, Any]) -> Event:
+    with transaction.atomic():
+        event = Event.objects.select_for_update().get(pk=event_id)
+        for field, value in data.items():
+            setattr(event, field, value)
+        pending = (
+            event.orders.filter(status=Order.Status.PENDING).aggregate(n=Sum("quantity"))["n"]
+            or 0
+        )
+        if event.total_tickets < event.tickets_sold + pending:
+            raise TotalBelowCommittedError(
+                f"total_tickets cannot drop below {event.tickets_sold + pending} "
+                "(tickets sold or reserved).",
+                extra={"minimum": event.tickets_sold + pending},
+            )
+        event.save()
+    return event
+
+
+def event_delete(*, event_id: int) -> None:
+    """Delete an event that has never sold a ticket and has no pending order."""
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        if event is None:
+            raise NotFoundError("No event with this id.")
+        live = event.orders.filter(
+            status__in=[Order.Status.PENDING, Order.Status.CONFIRMED]
+        ).exists()
+        if event.tickets_sold or live:
+            raise EventHasSalesError(
+                "This event has sold tickets or pending orders and cannot be deleted."
+            )
+        event.orders.all().delete()
+        event.delete()
+    try:
+        stock_forget(event_id=event_id)
+    except redis.RedisError:
+        logger.warning("gate not dropped after delete", extra={"event_id": event_id})

@@ -1,0 +1,58 @@
+"""Keeping the Redis gate in step with PostgreSQL: lazy rebuild and reconciliation."""
+import logging
+
+from core.models import Event
+from core.selectors import event_gate_snapshot, events_on_sale
+from core.stock import stock_load, stock_observe
+
+logger = logging.getLogger(__name__)
+
+
+def gate_ensure(*, event_id: int) -> bool:
+    """Build an event's gate from PostgreSQL if it is missing; return False if no event.
+
+    Safe to call from many processes at once: the first write wins and later ones see
+    the gate present and change nothing.
+    """
+    event = Event.objects.filter(pk=event_id).first()
+    if event is None:
+        return False
+    stock_load(event_id=event_id, snapshot=event_gate_snapshot(event=event))
+    return True
+
+
+def gate_reconcile_event(*, event_id: int) -> str:
+    """Correct an event's gate to PostgreSQL's figures; return 'ok', 'fixed', 'busy' or 'built'.
+
+    The gate is read before PostgreSQL; the correction is written only if no purchase,
+    release or change touched the gate in between and none was in flight, so it can run
+    during a sale without ever undoing a reservation.
+    """
+    seq, live, remaining = stock_observe(event_id=event_id)
+    if live:
+        return "busy"
+    event = Event.objects.filter(pk=event_id).first()
+    if event is None:
+        return "ok"
+    snapshot = event_gate_snapshot(event=event)
+    if seq is None:
+        stock_load(event_id=event_id, snapshot=snapshot)
+        return "built"
+    if not stock_load(event_id=event_id, snapshot=snapshot, expected_seq=seq):
+        return "busy"
+    if remaining != snapshot.remaining:
+        logger.warning(
+            "gate corrected",
+            extra={"event_id": event_id, "gate": remaining, "database": snapshot.remaining},
+        )
+        return "fixed"
+    return "ok"
+
+
+def gate_reconcile_all() -> dict[str, int]:
+    """Reconcile the gate of every event still on sale; count the outcomes."""
+    outcomes: dict[str, int] = {}
+    for event_id in events_on_sale().values_list("pk", flat=True):
+        outcome = gate_reconcile_event(event_id=event_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes

@@ -1,0 +1,190 @@
+"""The Redis availability gate: a fast, atomic, rebuildable copy of each event's stock.
+
+PostgreSQL is the authority. The gate answers "is there stock for this buyer?" in one
+Lua call so that rejections never reach the database or the queue. Each event's keys
+share the hash tag ``{ev:<id>}``, so every script touches one Redis Cluster slot.
+
+Per event:
+  ``gate:{ev:N}``           hash: remaining, starts, ends, limit (0 = none), seq
+  ``gate:{ev:N}:buyers``    hash: user id -> tickets held (reserved or sold)
+  ``gate:{ev:N}:inflight``  zset: operations between their Redis and PostgreSQL halves
+  ``gate:{ev:N}:idem:...``  idempotency record of one purchase request
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import redis
+from django.conf import settings
+
+_LUA_DIR = Path(__file__).resolve().parent
+# An operation older than this is taken to have died; reconciliation stops waiting for it.
+INFLIGHT_STALE_SECONDS = 60
+# While this flag lives, a drain task for the event is queued or running; the TTL only
+# bounds the damage of a lost task message (the next purchase queues a new one).
+DRAIN_FLAG_SECONDS = 10
+
+
+@cache
+def get_redis() -> redis.Redis:
+    """Return the process-wide client (redis-py resets its pool after a fork)."""
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+@cache
+def _script(name: str):
+    return get_redis().register_script((_LUA_DIR / f"stock_{name}.lua").read_text())
+
+
+def _keys(event_id: int) -> tuple[str, str, str]:
+    base = f"gate:{{ev:{event_id}}}"
+    return base, f"{base}:buyers", f"{base}:inflight"
+
+
+def idempotency_key(*, event_id: int, user_id: int, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"gate:{{ev:{event_id}}}:idem:{user_id}:{digest}"
+
+
+def inflight_key(event_id: int) -> str:
+    return _keys(event_id)[2]
+
+
+def drain_flag_key(event_id: int) -> str:
+    return f"gate:{{ev:{event_id}}}:drain"
+
+
+def new_operation_id(prefix: str) -> str:
+    return f"{prefix}:{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    status: str  # ok | replay | missing | sale_not_open | sold_out | insufficient | limit
+    value: str | int = 0
+
+
+@dataclass(frozen=True)
+class GateSnapshot:
+    """What PostgreSQL says the gate of one event should hold."""
+
+    remaining: int
+    starts: float
+    ends: float
+    limit: int
+    held_by_user: dict[int, int]
+
+    def as_args(self) -> list:
+        args: list = [self.remaining, self.starts, self.ends, self.limit]
+        for user_id, held in self.held_by_user.items():
+            args += [user_id, held]
+        return args
+
+
+def stock_reserve(
+    *,
+    event_id: int,
+    user_id: int,
+    quantity: int,
+    operation_id: str,
+    idem_key: str = "",
+    fingerprint: str = "",
+) -> GateAnswer:
+    """Reserve `quantity` for `user_id` if the window, stock and per-user limit allow."""
+    status, value = _script("reserve")(
+        keys=[*_keys(event_id), idem_key],
+        args=[
+            user_id,
+            quantity,
+            f"{time.time():.3f}",
+            operation_id,
+            fingerprint,
+            settings.IDEMPOTENCY_KEY_TTL_SECONDS,
+        ],
+    )
+    return GateAnswer(status, value)
+
+
+def stock_release(
+    *,
+    event_id: int,
+    operation_id: str,
+    holdings: list[tuple[int, int]],
+    idem_key: str = "",
+) -> None:
+    """Give (user id, quantity) pairs back to the gate and end `operation_id`."""
+    args: list = [operation_id]
+    for user_id, quantity in holdings:
+        args += [user_id, quantity]
+    _script("release")(keys=[*_keys(event_id), idem_key], args=args)
+
+
+def stock_operation_begin(*, event_id: int, operation_id: str, delta: int = 0) -> GateAnswer:
+    """Mark an operation in flight, taking `-delta` tickets out first when delta < 0."""
+    gate, _, inflight = _keys(event_id)
+    status, value = _script("adjust")(
+        keys=[gate, inflight], args=[min(delta, 0), operation_id, "begin", "", "", ""]
+    )
+    return GateAnswer(status, value)
+
+
+def stock_operation_end(
+    *,
+    event_id: int,
+    operation_id: str,
+    delta: int = 0,
+    window: tuple[float, float, int] | None = None,
+) -> GateAnswer:
+    """End an operation, adding `delta` tickets and storing a new sale window/limit."""
+    gate, _, inflight = _keys(event_id)
+    starts, ends, limit = window if window else ("", "", "")
+    status, value = _script("adjust")(
+        keys=[gate, inflight], args=[delta, operation_id, "end", starts, ends, limit]
+    )
+    return GateAnswer(status, value)
+
+
+def stock_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None = None) -> bool:
+    """Write the gate from `snapshot`: when missing (init) or unchanged since `expected_seq`."""
+    mode = "init" if expected_seq is None else "reconcile"
+    written = _script("load")(
+        keys=list(_keys(event_id)), args=[mode, expected_seq or "", *snapshot.as_args()]
+    )
+    return bool(written)
+
+
+def stock_observe(*, event_id: int) -> tuple[str | None, int, int | None]:
+    """Return (seq, live operations in flight, remaining), dropping dead operations first."""
+    gate, _, inflight = _keys(event_id)
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.zremrangebyscore(inflight, "-inf", time.time() - INFLIGHT_STALE_SECONDS)
+    pipe.hget(gate, "seq")
+    pipe.zcard(inflight)
+    pipe.hget(gate, "remaining")
+    _, seq, live, remaining = pipe.execute()
+    return seq, live, None if remaining is None else int(remaining)
+
+
+def stock_remaining(*, event_id: int) -> int | None:
+    value = get_redis().hget(_keys(event_id)[0], "remaining")
+    return None if value is None else int(value)
+
+
+def stock_held(*, event_id: int, user_id: int) -> int:
+    return int(get_redis().hget(_keys(event_id)[1], str(user_id)) or 0)
+
+
+def stock_forget(*, event_id: int) -> None:
+    """Drop an event's gate (the event is gone); idempotency records expire by themselves."""
+    get_redis().delete(*_keys(event_id), drain_flag_key(event_id))

@@ -1,0 +1,32 @@
+-- Reserve tickets for one purchase request, atomically.
+-- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none)
+-- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
+--       5 request fingerprint, 6 idempotency TTL (s)
+-- Returns {status, value}: ok/remaining, replay/stored value, missing, sale_not_open,
+-- sold_out, insufficient/remaining, limit/allowance.
+local idem = KEYS[4]
+if idem ~= '' then
+  local stored = redis.call('GET', idem)
+  if stored then return {'replay', stored} end
+end
+local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit')
+if not gate[1] then return {'missing', 0} end
+local now = tonumber(ARGV[3])
+local starts, ends = tonumber(gate[2]), tonumber(gate[3])
+if (starts > 0 and now < starts) or (ends > 0 and now >= ends) then
+  return {'sale_not_open', 0}
+end
+local remaining, qty = tonumber(gate[1]), tonumber(ARGV[2])
+if remaining <= 0 then return {'sold_out', 0} end
+if remaining < qty then return {'insufficient', remaining} end
+local limit = tonumber(gate[4])
+if limit > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  if held + qty > limit then return {'limit', math.max(limit - held, 0)} end
+end
+redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+if idem ~= '' then redis.call('SET', idem, 'p:' .. ARGV[5], 'EX', tonumber(ARGV[6])) end
+return {'ok', remaining - qty}

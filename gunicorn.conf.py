@@ -1,0 +1,11 @@
+"""gunicorn settings, each overridable from the environment."""
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+keepalive = 5
+timeout = 30
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None

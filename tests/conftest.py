@@ -1,0 +1,94 @@
+"""Shared fixtures: real PostgreSQL (pytest-django's test database) and real Redis."""
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from api.serializers import role_claims
+from core.models import Event, User
+from core.stock import get_redis
+from rest_framework_simplejwt.tokens import RefreshToken
+
+_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def redis_db():
+    """Give every test an empty Redis database of its own number (never FLUSHALL)."""
+    client = get_redis()
+    number = client.connection_pool.connection_kwargs.get("db", 0)
+    assert number != 0, "tests must not run against Redis database 0"
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def token_for(user: User) -> str:
+    refresh = RefreshToken.for_user(user)
+    role_claims(refresh, user)
+    return str(refresh.access_token)
+
+
+@pytest.fixture
+def make_user(db):
+    def make(role: str = User.Role.USER, **fields) -> User:
+        fields.setdefault("username", f"user{next(_names)}")
+        user = User(role=role, **fields)
+        user.set_password("correct-horse-battery")
+        user.save()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def buyer(make_user) -> User:
+    return make_user()
+
+
+@pytest.fixture
+def admin(make_user) -> User:
+    return make_user(role=User.Role.ADMIN)
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    def make(user: User) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def buyer_client(client_for, buyer) -> APIClient:
+    return client_for(buyer)
+
+
+@pytest.fixture
+def admin_client(client_for, admin) -> APIClient:
+    return client_for(admin)
+
+
+@pytest.fixture
+def make_event(db):
+    def make(**fields) -> Event:
+        fields.setdefault("name", f"Event {next(_names)}")
+        fields.setdefault("date", timezone.now() + timedelta(days=30))
+        fields.setdefault("total_tickets", 100)
+        return Event.objects.create(**fields)
+
+    return make
+
+
+@pytest.fixture
+def event(make_event) -> Event:
+    return make_event()

@@ -1,0 +1,61 @@
+"""The Celery application: a Redis broker, a queue of its own for purchases, beat jobs."""
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+PURCHASES_QUEUE = "purchases"
+DEFAULT_QUEUE = "default"
+
+app = Celery("workers")
+app.conf.update(
+    broker_url=settings.CELERY_BROKER_URL,
+    broker_connection_retry_on_startup=True,
+    # A message is acknowledged only after its task ran; a worker that dies mid-task
+    # gets its message redelivered to another one once the visibility timeout passes.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    broker_transport_options={
+        "visibility_timeout": 60,
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+    },
+    worker_prefetch_multiplier=1,
+    task_queues=[Queue(PURCHASES_QUEUE), Queue(DEFAULT_QUEUE)],
+    task_default_queue=DEFAULT_QUEUE,
+    task_routes={
+        "workers.tasks.event_orders_commit": {"queue": PURCHASES_QUEUE},
+        "workers.tasks.order_commit": {"queue": PURCHASES_QUEUE},
+    },
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=True,
+    task_send_sent_event=False,
+    timezone="UTC",
+    beat_schedule={
+        "gate-reconcile": {
+            "task": "workers.tasks.gate_reconcile",
+            "schedule": float(settings.GATE_RECONCILE_SECONDS),
+        },
+        "orders-requeue-stale": {
+            "task": "workers.tasks.orders_requeue_stale",
+            "schedule": 10.0,
+        },
+    },
+)
+# Keep database connections across tasks (Celery's Django fixup closes them around
+# every task otherwise, which costs a connection handshake per order batch).
+app.conf["CELERY_DB_REUSE_MAX"] = 1000
+app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
