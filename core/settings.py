@@ -189,6 +189,8 @@ PURCHASE_MAX_QUANTITY = env.int("PURCHASE_MAX_QUANTITY", default=10)
 ORDER_POLL_SECONDS = env.int("ORDER_POLL_SECONDS", default=1)
 # Orders still pending after this many seconds are handed to the workers again.
 ORDER_PENDING_RETRY_SECONDS = env.int("ORDER_PENDING_RETRY_SECONDS", default=30)
+# How often beat looks for such orders.
+ORDER_REQUEUE_SECONDS = env.int("ORDER_REQUEUE_SECONDS", default=10)
 IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600)
 GATE_RECONCILE_SECONDS = env.int("GATE_RECONCILE_SECONDS", default=15)
 # Orders committed under one event-row lock by a drain task.

@@ -51,7 +51,7 @@ app.conf.update(
         },
         "orders-requeue-stale": {
             "task": "workers.tasks.orders_requeue_stale",
-            "schedule": 10.0,
+            "schedule": float(settings.ORDER_REQUEUE_SECONDS),
         },
     },
 )
