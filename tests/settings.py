@@ -14,3 +14,6 @@ os.environ.setdefault("DJANGO_PASSWORD_HASHERS", "django.contrib.auth.hashers.MD
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
 
 from core.settings import *  # noqa: E402,F401,F403
+
+# Two suites on one machine (say, two checkouts) can be kept apart with these.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_ticketing")}  # noqa: F405

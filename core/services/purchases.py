@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import redis
 from kombu.exceptions import OperationalError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, transaction
 
 from core import stock
 from core.exceptions import (
@@ -69,9 +69,14 @@ def purchase_request(
         )
 
     try:
-        order = Order.objects.create(
-            user_id=user_id, event_id=event_id, quantity=quantity, idempotency_key=idempotency_key
-        )
+        # Its own (sub)transaction, so a conflict leaves the caller's connection usable.
+        with transaction.atomic():
+            order = Order.objects.create(
+                user_id=user_id,
+                event_id=event_id,
+                quantity=quantity,
+                idempotency_key=idempotency_key,
+            )
     except IntegrityError:
         release()
         return _replay_from_database(
