@@ -35,6 +35,12 @@ def error_body(code: str, message: str, **extra) -> dict:
 
 
 def _drf_code(exc: exceptions.APIException) -> str:
+    detail = exc.detail
+    # simplejwt-style failures name their cause (`token_revoked`, `no_active_account`,
+    # `bad_authorization_header`): keep it, clients act on it without parsing prose.
+    if isinstance(exc, exceptions.AuthenticationFailed) and isinstance(detail, dict):
+        if detail.get("code"):
+            return str(detail["code"])
     for cls in type(exc).__mro__:
         if cls in _DRF_CODES:
             return _DRF_CODES[cls]

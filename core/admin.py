@@ -1,8 +1,10 @@
 """Django admin for users, events and orders."""
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from core.exceptions import ApplicationError
 from core.models import Event, Order, Ticket, User
+from core.services.events import event_create, event_delete, event_update
 from core.services.users import user_tokens_revoke
 
 
@@ -26,9 +28,32 @@ class UserAdmin(BaseUserAdmin):
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
+    """Edits go through the event services, so the Redis gate follows every change."""
+
     list_display = ["name", "date", "total_tickets", "tickets_sold"]
     search_fields = ["name"]
     readonly_fields = ["tickets_sold", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = event_create(**form.cleaned_data)
+            obj.pk, obj.id = created.pk, created.pk
+            return
+        changed = {field: form.cleaned_data[field] for field in form.changed_data}
+        try:
+            event_update(event_id=obj.pk, data=changed)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+
+    def delete_model(self, request, obj):
+        try:
+            event_delete(event_id=obj.pk)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+
+    def has_delete_permission(self, request, obj=None):
+        # Bulk deletion would bypass the service's checks; delete one event at a time.
+        return obj is not None and super().has_delete_permission(request, obj)
 
 
 @admin.register(Order)

@@ -1,7 +1,14 @@
 """The domain: users with a role, events, orders (purchase requests) and tickets."""
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, UserManager as BaseUserManager
 from django.db import models
 from django.db.models import F, Q
+
+
+class UserManager(BaseUserManager):
+    def create_superuser(self, username, email=None, password=None, **extra_fields):
+        # `manage.py createsuperuser` makes the first Admin of the API too.
+        extra_fields.setdefault("role", User.Role.ADMIN)
+        return super().create_superuser(username, email, password, **extra_fields)
 
 
 class User(AbstractUser):
@@ -10,6 +17,8 @@ class User(AbstractUser):
         USER = "User", "User"
 
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.USER)
+
+    objects = UserManager()
 
     @property
     def is_admin(self) -> bool:

@@ -1,0 +1,270 @@
+"""Accounts: POST /register/, /login/, /token/refresh/ and /logout/."""
+import jwt
+import pytest
+
+from core.models import User
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct-horse-battery"
+
+
+def register(client, **body):
+    body.setdefault("username", "alice")
+    body.setdefault("password", PASSWORD)
+    return client.post("/register/", body, format="json")
+
+
+def login(client, username, password=PASSWORD):
+    return client.post("/login/", {"username": username, "password": password}, format="json")
+
+
+def claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response.json()["code"] == code
+    return response.json()
+
+
+# --- Registration --------------------------------------------------------------------
+
+
+def test_register_creates_a_user_with_the_user_role_by_default(anon):
+    response = register(anon)
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body.keys() == {"id", "username", "role"}
+    assert (body["username"], body["role"]) == ("alice", "User")
+    user = User.objects.get(pk=body["id"])
+    assert user.role == User.Role.USER and user.check_password(PASSWORD)
+
+
+def test_register_never_echoes_the_password(anon):
+    response = register(anon)
+
+    assert PASSWORD not in response.content.decode()
+
+
+@pytest.mark.parametrize("password", ["short", "12345678901", "password123", "alice-alice"])
+def test_register_rejects_weak_password(anon, password):
+    body = assert_error(register(anon, username="alice-alice", password=password), 400, "invalid")
+
+    assert body["errors"]["password"]
+    assert not User.objects.filter(username="alice-alice").exists()
+
+
+def test_register_rejects_a_duplicate_username(anon, make_user):
+    make_user(username="alice")
+
+    body = assert_error(register(anon), 400, "invalid")
+
+    assert "username" in body["errors"]
+    assert User.objects.filter(username="alice").count() == 1
+
+
+@pytest.mark.parametrize("username", ["", "has space", "x" * 151, "semi;colon"])
+def test_register_rejects_an_invalid_username(anon, username):
+    body = assert_error(register(anon, username=username), 400, "invalid")
+
+    assert "username" in body["errors"]
+
+
+@pytest.mark.parametrize("role", ["admin", "Superuser", "", 1])
+def test_register_rejects_an_unknown_role(anon, role):
+    body = assert_error(register(anon, role=role), 400, "invalid")
+
+    assert "role" in body["errors"]
+
+
+@pytest.mark.parametrize("missing", ["username", "password"])
+def test_register_rejects_missing_fields(anon, missing):
+    body = {"username": "alice", "password": PASSWORD}
+    del body[missing]
+
+    response = anon.post("/register/", body, format="json")
+
+    assert_error(response, 400, "invalid")
+    assert missing in response.json()["errors"]
+
+
+def test_register_refuses_an_admin_account_to_an_anonymous_caller(anon, settings):
+    settings.ADMIN_SIGNUP_CODE = "let-me-in"
+
+    assert_error(register(anon, role="Admin"), 403, "permission_denied")
+    assert not User.objects.filter(username="alice").exists()
+
+
+def test_register_refuses_an_admin_account_to_a_user(buyer_client, settings):
+    settings.ADMIN_SIGNUP_CODE = "let-me-in"
+
+    assert_error(register(buyer_client, role="Admin"), 403, "permission_denied")
+
+
+def test_register_refuses_an_admin_account_with_a_wrong_code(anon, settings):
+    settings.ADMIN_SIGNUP_CODE = "let-me-in"
+
+    assert_error(register(anon, role="Admin", admin_code="let-me-out"), 403, "permission_denied")
+
+
+@pytest.mark.parametrize("code", ["", "anything", None])
+def test_register_refuses_any_admin_code_when_none_is_configured(anon, settings, code):
+    settings.ADMIN_SIGNUP_CODE = ""
+    body = {"role": "Admin"} if code is None else {"role": "Admin", "admin_code": code}
+
+    assert_error(register(anon, **body), 403, "permission_denied")
+    assert not User.objects.filter(username="alice").exists()
+
+
+def test_register_creates_an_admin_with_the_signup_code(anon, settings):
+    settings.ADMIN_SIGNUP_CODE = "let-me-in"
+
+    response = register(anon, role="Admin", admin_code="let-me-in")
+
+    assert response.status_code == 201
+    assert response.json()["role"] == "Admin"
+    user = User.objects.get(username="alice")
+    assert user.role == User.Role.ADMIN and not user.is_superuser
+
+
+def test_register_lets_an_admin_create_an_admin(admin_client, settings):
+    settings.ADMIN_SIGNUP_CODE = ""
+
+    response = register(admin_client, role="Admin")
+
+    assert response.status_code == 201
+    assert User.objects.get(username="alice").role == User.Role.ADMIN
+
+
+def test_register_ignores_privilege_fields_in_the_body(anon, make_user):
+    taken = make_user()
+
+    response = register(anon, id=taken.pk, is_staff=True, is_superuser=True, is_active=False)
+
+    assert response.status_code == 201
+    user = User.objects.get(username="alice")
+    assert user.pk != taken.pk
+    assert (user.is_staff, user.is_superuser, user.is_active) == (False, False, True)
+    assert user.role == User.Role.USER
+
+
+# --- Login, refresh and logout -------------------------------------------------------
+
+
+def test_login_returns_a_token_pair_whose_access_token_carries_the_role(anon, admin):
+    response = login(anon, admin.username)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body.keys() == {"access", "refresh"}
+    access = claims(body["access"])
+    assert access["role"] == "Admin" and str(access["user_id"]) == str(admin.pk)
+    assert access["token_type"] == "access"
+
+
+def test_login_rejects_a_wrong_password(anon, buyer):
+    assert_error(login(anon, buyer.username, "wrong-password"), 401, "authentication_failed")
+
+
+def test_login_rejects_an_unknown_user(anon):
+    assert_error(login(anon, "nobody"), 401, "authentication_failed")
+
+
+def test_login_rejects_a_deactivated_user(anon, make_user):
+    user = make_user(is_active=False)
+
+    assert_error(login(anon, user.username), 401, "authentication_failed")
+
+
+def test_login_rejects_missing_fields(anon):
+    response = anon.post("/login/", {"username": "alice"}, format="json")
+
+    body = assert_error(response, 400, "invalid")
+    assert "password" in body["errors"]
+
+
+def test_refresh_rotates_the_refresh_token(anon, buyer):
+    old = login(anon, buyer.username).json()["refresh"]
+
+    response = anon.post("/token/refresh/", {"refresh": old}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["refresh"] != old
+    assert claims(body["access"])["role"] == "User"
+    again = anon.post("/token/refresh/", {"refresh": old}, format="json")
+    assert_error(again, 401, "token_not_valid")
+    assert anon.post("/token/refresh/", {"refresh": body["refresh"]}, format="json").status_code == 200
+
+
+def test_refresh_gives_the_current_role(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    User.objects.filter(pk=buyer.pk).update(role=User.Role.ADMIN)
+
+    response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert claims(response.json()["access"])["role"] == "Admin"
+
+
+def test_refresh_rejects_an_access_token(anon, buyer):
+    access = login(anon, buyer.username).json()["access"]
+
+    assert_error(
+        anon.post("/token/refresh/", {"refresh": access}, format="json"), 401, "token_not_valid"
+    )
+
+
+def test_refresh_rejects_garbage(anon):
+    response = anon.post("/token/refresh/", {"refresh": "not-a-token"}, format="json")
+
+    assert_error(response, 401, "token_not_valid")
+
+
+def test_refresh_requires_a_token(anon):
+    body = assert_error(anon.post("/token/refresh/", {}, format="json"), 400, "invalid")
+
+    assert "refresh" in body["errors"]
+
+
+def test_refresh_is_refused_for_a_deactivated_user(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    User.objects.filter(pk=buyer.pk).update(is_active=False)
+
+    response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert_error(response, 401, "no_active_account")
+
+
+def test_refresh_is_refused_for_a_deleted_user(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    buyer.delete()
+
+    response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert_error(response, 401, "no_active_account")
+
+
+def test_logout_blacklists_the_refresh_token(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+
+    response = anon.post("/logout/", {"refresh": refresh}, format="json")
+
+    assert response.status_code == 200
+    again = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+    assert_error(again, 401, "token_not_valid")
+    assert_error(anon.post("/logout/", {"refresh": refresh}, format="json"), 401, "token_not_valid")
+
+
+def test_logout_requires_a_refresh_token(anon):
+    body = assert_error(anon.post("/logout/", {}, format="json"), 400, "invalid")
+
+    assert "refresh" in body["errors"]
+
+
+def test_logout_rejects_garbage(anon):
+    response = anon.post("/logout/", {"refresh": "garbage"}, format="json")
+
+    assert_error(response, 401, "token_not_valid")

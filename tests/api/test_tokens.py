@@ -1,0 +1,189 @@
+"""Access tokens: tampered, forged, expired or revoked tokens are refused with JSON 401s."""
+import base64
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from core.services.users import user_tokens_revoke, user_tokens_revoked_before
+from tests.conftest import token_for
+
+pytestmark = pytest.mark.django_db
+
+PROTECTED = "/orders/"
+
+
+def key() -> str:
+    return settings.SIMPLE_JWT["SIGNING_KEY"]
+
+
+def payload_for(user, **overrides) -> dict:
+    now = int(time.time())
+    claims = {
+        "token_type": "access",
+        "exp": now + 300,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "user_id": str(user.pk),
+        "role": user.role,
+        "username": user.username,
+    }
+    claims.update(overrides)
+    return claims
+
+
+def call(token: str, path: str = PROTECTED, header: str = "Bearer"):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{header} {token}".strip())
+    return client.get(path)
+
+
+def assert_refused(response, code: str = "token_not_valid") -> None:
+    assert response.status_code == 401, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == code
+
+
+def b64(data: dict) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_a_token_crafted_with_the_signing_key_is_accepted(buyer):
+    # The baseline the forgeries below differ from in one respect each.
+    token = jwt.encode(payload_for(buyer), key(), algorithm="HS256")
+
+    assert call(token).status_code == 200
+
+
+def test_a_token_signed_with_another_key_is_refused(buyer):
+    token = jwt.encode(payload_for(buyer), "not-the-signing-key" * 4, algorithm="HS256")
+
+    assert_refused(call(token))
+
+
+def test_an_unsigned_alg_none_token_is_refused(buyer):
+    header = b64({"alg": "none", "typ": "JWT"})
+
+    assert_refused(call(f"{header}.{b64(payload_for(buyer))}."))
+
+
+def test_an_alg_none_admin_token_cannot_create_events(buyer):
+    forged = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(payload_for(buyer, role='Admin'))}."
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+
+    response = client.post("/events/", {"name": "x"}, format="json")
+
+    assert_refused(response)
+
+
+def test_an_expired_token_is_refused(buyer):
+    old = int(time.time()) - 3600
+    token = jwt.encode(payload_for(buyer, iat=old, exp=old + 60), key(), algorithm="HS256")
+
+    assert_refused(call(token))
+
+
+def test_a_refresh_token_is_refused_as_an_access_token(buyer):
+    refresh = str(RefreshToken.for_user(buyer))
+
+    assert_refused(call(refresh))
+
+
+def test_a_token_without_a_user_id_is_refused(buyer):
+    claims = payload_for(buyer)
+    del claims["user_id"]
+
+    assert_refused(call(jwt.encode(claims, key(), algorithm="HS256")))
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9..", "ä" * 20])
+def test_a_garbage_token_is_refused(token):
+    assert_refused(call(token))
+
+
+def test_a_bearer_header_without_a_token_is_refused():
+    assert_refused(call("", header="Bearer"), code="bad_authorization_header")
+
+
+def test_a_bearer_header_with_extra_parts_is_refused(buyer):
+    assert_refused(call(f"{token_for(buyer)} extra"), code="bad_authorization_header")
+
+
+def test_an_unknown_authorization_scheme_counts_as_anonymous(buyer):
+    response = call(token_for(buyer), header="Token")
+
+    assert_refused(response, code="not_authenticated")
+
+
+def test_editing_the_role_claim_breaks_the_signature(buyer, event):
+    header, payload, signature = token_for(buyer).split(".")
+    claims = jwt.decode(token_for(buyer), options={"verify_signature": False})
+    assert claims["role"] == "User"
+    forged = f"{header}.{b64({**claims, 'role': 'Admin'})}.{signature}"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+
+    response = client.patch(f"/events/{event.pk}/", {"total_tickets": 1}, format="json")
+
+    assert_refused(response)
+    event.refresh_from_db()
+    assert event.total_tickets == 100
+
+
+def test_a_role_claim_cannot_be_added_to_a_token_without_the_key(buyer):
+    claims = payload_for(buyer, role="Admin")
+    token = jwt.encode(claims, key() + "x", algorithm="HS256")
+
+    assert_refused(call(token, path="/events/"))
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_a_token_signed_with_another_algorithm_is_refused(buyer):
+    token = jwt.encode(payload_for(buyer), key(), algorithm="HS512")
+
+    assert_refused(call(token))
+
+
+# --- Revocation ----------------------------------------------------------------------
+
+
+def test_revocation_refuses_tokens_issued_before_it(buyer):
+    token = token_for(buyer)
+    assert call(token).status_code == 200
+
+    user_tokens_revoke(user_id=buyer.pk)
+
+    assert_refused(call(token), code="token_revoked")
+
+
+def test_revocation_covers_only_the_revoked_user(buyer, make_user):
+    other = make_user()
+    token = token_for(other)
+
+    user_tokens_revoke(user_id=buyer.pk)
+
+    assert call(token).status_code == 200
+
+
+def test_a_token_issued_after_the_revocation_is_accepted(buyer):
+    user_tokens_revoke(user_id=buyer.pk)
+    # Revocation covers the second it happened in; a login after that second works.
+    revoked_before = user_tokens_revoked_before(user_id=buyer.pk)
+    while time.time() < revoked_before:
+        time.sleep(0.05)
+
+    assert call(token_for(buyer)).status_code == 200
+
+
+def test_revocation_outlives_every_token_it_kills(buyer, redis_db):
+    user_tokens_revoke(user_id=buyer.pk)
+
+    ttl = redis_db.ttl(f"auth:revoked-before:{buyer.pk}")
+    assert ttl >= settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
