@@ -23,8 +23,13 @@ migrate: setup
 	$(BIN)/python -m core.dbcreate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 
+# Every API and worker process writes its metrics here; /metrics adds them up.
+METRICS_DIR ?= /tmp/ticketing-metrics
+
 run: migrate
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/honcho start -f Procfile
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} \
+		$(BIN)/honcho start -f Procfile
 
 test: setup
 	$(BIN)/pytest

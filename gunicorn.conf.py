@@ -9,3 +9,11 @@ backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 keepalive = 5
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+
+
+def child_exit(server, worker):
+    # Let the Prometheus multiprocess collector forget the gauges of a dead worker.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -4,9 +4,9 @@ from drf_spectacular.utils import OpenApiResponse
 
 _DESCRIPTIONS = {
     400: "Invalid input (`code` `invalid` with field `errors`, or `malformed_request`).",
-    401: "Missing, invalid, expired or revoked token, or bad credentials (`not_authenticated`, "
-    "`token_not_valid`, `token_revoked`, `bad_authorization_header`, `no_active_account`, "
-    "`authentication_failed`).",
+    401: "Missing, invalid, expired or revoked token, or bad credentials "
+    "(`not_authenticated`, `token_not_valid`, `token_revoked`, `bad_authorization_header`, "
+    "`no_active_account`, `authentication_failed`).",
     403: "The caller's role may not do this (`permission_denied`).",
     404: "No such resource, or not yours (`not_found`).",
     409: "Refused: `sold_out`, `insufficient_tickets`, `limit_exceeded`, `sale_not_open`, "

@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from rest_framework import serializers
+from rest_framework import parsers, serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.validators import UniqueValidator
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
@@ -15,7 +16,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from core.models import Event, Order, User
 
 MAX_TOTAL_TICKETS = 1_000_000
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Every C0/C1 control character, tab and newline included: names and venues are one line.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -27,6 +29,19 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, but over-deep nesting is a malformed body, not a server error.
+
+    (The default parser; it lives here because it is about the form of input.)
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
 def no_control_characters(value: str) -> None:
@@ -168,6 +183,29 @@ class EventListQuerySerializer(serializers.Serializer):
     ordering = serializers.ChoiceField(choices=["date", "-date"], default="date")
     page = serializers.IntegerField(min_value=1, required=False)
     page_size = serializers.IntegerField(min_value=1, max_value=100, required=False)
+
+
+class TopEventsQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+    def validate(self, attrs):
+        # DRF reads an empty query value as "absent"; `?limit=` is a mistake, say so.
+        if self.initial_data.get("limit", None) == "":
+            raise serializers.ValidationError({"limit": ["A valid integer is required."]})
+        return attrs
+
+
+class TopEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="event_id")
+    name = serializers.CharField()
+    date = serializers.DateTimeField()
+    tickets_sold = serializers.IntegerField()
+    rank = serializers.IntegerField()
+
+
+class TopEventsOutputSerializer(serializers.Serializer):
+    refreshed_at = serializers.DateTimeField(allow_null=True)
+    results = TopEventSerializer(many=True)
 
 
 # --- Purchases and orders ------------------------------------------------------------

@@ -8,6 +8,7 @@ urlpatterns = [
     path("token/refresh/", views.TokenRefreshApi.as_view(), name="token-refresh"),
     path("logout/", views.LogoutApi.as_view(), name="logout"),
     path("events/", views.EventListCreateApi.as_view(), name="event-list"),
+    path("events/top/", views.TopEventsApi.as_view(), name="event-top"),
     path("events/<int:event_id>/", views.EventDetailApi.as_view(), name="event-detail"),
     path(
         "events/<int:event_id>/purchase/",
@@ -17,6 +18,7 @@ urlpatterns = [
     path("orders/", views.OrderListApi.as_view(), name="order-list"),
     path("orders/<int:order_id>/", views.OrderDetailApi.as_view(), name="order-detail"),
     path("orders/<int:order_id>/cancel/", views.OrderCancelApi.as_view(), name="order-cancel"),
+    path("ops/queues/", views.OpsQueuesApi.as_view(), name="ops-queues"),
     path("health/", views.HealthApi.as_view(), name="health"),
     path("ready/", views.ReadyApi.as_view(), name="ready"),
 ]

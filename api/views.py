@@ -15,11 +15,14 @@ from api.permissions import IsAdmin, IsAdminOrReadOnly, IsBuyer
 from api.schema import errors
 from api.throttles import LoginRateThrottle, PurchaseRateThrottle, RegisterRateThrottle
 from core import selectors
+from core.exceptions import ApplicationError
+from core.metrics import PURCHASES
 from core.services.events import event_create, event_delete, event_update
 from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
 from core.stock import get_redis
+from workers.monitoring import queue_summary
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
@@ -170,6 +173,20 @@ class EventDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class TopEventsApi(APIView):
+    @extend_schema(
+        parameters=[s.TopEventsQuerySerializer],
+        responses={200: s.TopEventsOutputSerializer, **errors(400, 401)},
+        summary="Upcoming events ranked by tickets sold (from a view refreshed by beat)",
+    )
+    def get(self, request):
+        query = _query(s.TopEventsQuerySerializer, request)
+        rows, refreshed_at = selectors.top_events_list(limit=query["limit"])
+        return Response(
+            s.TopEventsOutputSerializer({"refreshed_at": refreshed_at, "results": rows}).data
+        )
+
+
 # --- Purchases and orders ------------------------------------------------------------
 
 
@@ -191,17 +208,15 @@ class PurchaseCreateApi(APIView):
         summary="Request tickets: 202 with a pending order to poll, or 409 when refused",
     )
     def post(self, request, event_id: int):
-        serializer = s.PurchaseInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
-            raise ValidationError({"Idempotency-Key": ["Must be 1 to 128 printable characters."]})
-        result = purchase_request(
-            user_id=request.user.id,
-            event_id=event_id,
-            quantity=serializer.validated_data["quantity"],
-            idempotency_key=key,
-        )
+        try:
+            result = self._purchase(request, event_id)
+        except ApplicationError as exc:
+            PURCHASES.labels(exc.code).inc()
+            raise
+        except ValidationError:
+            PURCHASES.labels("invalid").inc()
+            raise
+        PURCHASES.labels("replayed" if result.replayed else "accepted").inc()
         order = result.order
         headers = {"Location": f"/orders/{order.pk}/"}
         if order.status == order.Status.PENDING:
@@ -210,6 +225,20 @@ class PurchaseCreateApi(APIView):
             headers["Idempotent-Replayed"] = "true"
         return Response(
             s.OrderOutputSerializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers
+        )
+
+    @staticmethod
+    def _purchase(request, event_id: int):
+        serializer = s.PurchaseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
+            raise ValidationError({"Idempotency-Key": ["Must be 1 to 128 printable characters."]})
+        return purchase_request(
+            user_id=request.user.id,
+            event_id=event_id,
+            quantity=serializer.validated_data["quantity"],
+            idempotency_key=key,
         )
 
 
@@ -259,6 +288,17 @@ class OrderCancelApi(APIView):
 
 
 # --- Operations --------------------------------------------------------------------
+
+
+class OpsQueuesApi(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        responses={200: None, **errors(401, 403)},
+        summary="Queue depths, pending orders, live workers, gate vs database (Admin)",
+    )
+    def get(self, request):
+        return Response(queue_summary())
 
 
 class HealthApi(APIView):

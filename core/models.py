@@ -129,3 +129,25 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.event_id} for {self.user_id}"
+
+
+class TopEvent(models.Model):
+    """A row of the `core_top_events` materialized view (see migration 0002).
+
+    Upcoming events at refresh time, ranked by tickets sold (tickets of cancelled orders
+    are deleted, so they do not count); ties share a rank.
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.DO_NOTHING, primary_key=True, db_constraint=False, related_name="+"
+    )
+    name = models.CharField(max_length=200)
+    date = models.DateTimeField()
+    tickets_sold = models.IntegerField()
+    rank = models.IntegerField()
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "core_top_events"
+        ordering = ["rank", "date", "event_id"]

@@ -1,11 +1,11 @@
 """Reads. Views and tasks call these instead of building querysets themselves."""
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from core.exceptions import NotFoundError
-from core.models import Event, Order
+from core.models import Event, Order, TopEvent
 from core.stock import GateSnapshot
 
 
@@ -96,3 +96,15 @@ def orders_pending_stale(*, older_than_seconds: int) -> QuerySet[Order]:
 
 def events_on_sale() -> QuerySet[Event]:
     return Event.objects.filter(date__gte=timezone.now())
+
+
+def top_events_list(*, limit: int) -> tuple[list[TopEvent], datetime | None]:
+    """Return the top `limit` upcoming events from the materialized view, and its age.
+
+    Events that have started since the last refresh are left out.
+    """
+    rows = list(TopEvent.objects.filter(date__gte=timezone.now())[:limit])
+    refreshed_at = rows[0].refreshed_at if rows else (
+        TopEvent.objects.values_list("refreshed_at", flat=True).first()
+    )
+    return rows, refreshed_at

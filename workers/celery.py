@@ -53,6 +53,12 @@ app.conf.update(
             "task": "workers.tasks.orders_requeue_stale",
             "schedule": float(settings.ORDER_REQUEUE_SECONDS),
         },
+        "top-events-refresh": {
+            "task": "workers.tasks.top_events_refresh",
+            "schedule": float(settings.TOP_EVENTS_REFRESH_SECONDS),
+            # A refresh queued behind a slow one is pointless once the next is due.
+            "options": {"expires": float(settings.TOP_EVENTS_REFRESH_SECONDS)},
+        },
     },
 )
 # Keep database connections across tasks (Celery's Django fixup closes them around

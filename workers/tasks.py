@@ -11,6 +11,8 @@ from django.db import DatabaseError
 from core.services.gate import gate_reconcile_all
 from core.services.orders import order_commit as order_commit_service
 from core.services.orders import orders_commit, orders_stale_events
+from core.services.top_events import top_events_refresh as top_events_refresh_service
+from core.metrics import ORDER_COMMIT_LATENCY, ORDERS_COMMITTED, TOP_EVENTS_REFRESH
 from core.stock import drain_flag_key, get_redis
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ def event_orders_commit(self, event_id: int) -> int:
 
 
 def _record_commit(event_id: int, result) -> None:
+    for seconds in result.latencies:
+        ORDER_COMMIT_LATENCY.observe(seconds)
+    ORDERS_COMMITTED.labels("confirmed").inc(len(result.confirmed))
+    ORDERS_COMMITTED.labels("rejected").inc(len(result.rejected))
     if result.processed:
         logger.info(
             "orders committed",
@@ -114,6 +120,16 @@ def orders_requeue_stale() -> list[int] | None:
         if event_ids:
             logger.warning("stale orders requeued", extra={"event_ids": event_ids})
         return event_ids
+
+
+@shared_task(name="workers.tasks.top_events_refresh")
+def top_events_refresh() -> float | None:
+    """Refresh the top-events view; a run that finds another one going does nothing."""
+    seconds = top_events_refresh_service()
+    if seconds is not None:
+        TOP_EVENTS_REFRESH.observe(seconds)
+        logger.info("top events refreshed", extra={"seconds": round(seconds, 3)})
+    return seconds
 
 
 event_orders_commit_task = event_orders_commit

@@ -1,0 +1,78 @@
+"""GET /metrics (Prometheus text format) and the middleware timing every request."""
+import os
+import time
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils.crypto import constant_time_compare
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+from core.metrics import REQUEST_LATENCY
+
+
+class SharedStateCollector:
+    """Gauges read at scrape time from Redis and PostgreSQL, the same for every process."""
+
+    def collect(self):
+        from workers.monitoring import gate_agreement, orders_pending_summary, queue_depths
+
+        depth = GaugeMetricFamily("queue_depth", "Messages waiting per queue.", labels=["queue"])
+        for queue, size in queue_depths().items():
+            depth.add_metric([queue], size)
+        yield depth
+        orders = orders_pending_summary()
+        yield GaugeMetricFamily("orders_pending", "Orders accepted, not yet final.", value=orders["pending"])
+        yield GaugeMetricFamily(
+            "orders_oldest_pending_seconds", "Age of the oldest pending order.",
+            value=orders["oldest_pending_seconds"],
+        )
+        rows = gate_agreement()
+        yield GaugeMetricFamily(
+            "gate_disagreements",
+            "Events on sale whose Redis gate differs from PostgreSQL's figure.",
+            value=sum(1 for row in rows if not row["agrees"]),
+        )
+
+
+def _exposition() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY  # this process only
+    shared = CollectorRegistry()
+    shared.register(SharedStateCollector())
+    return generate_latest(registry) + generate_latest(shared)
+
+
+def metrics_view(request):
+    """Serve the metrics; with METRICS_TOKEN set, only to `Authorization: Bearer <token>`."""
+    token = settings.METRICS_TOKEN
+    if token:
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not constant_time_compare(sent, token):
+            return HttpResponse(
+                b'{"code": "not_authenticated", "message": "A metrics token is required."}',
+                status=401,
+                content_type="application/json",
+            )
+    return HttpResponse(_exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+class RequestMetricsMiddleware:
+    """Observe each request's latency under its route template (not the raw path)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match else "unmatched"
+        REQUEST_LATENCY.labels(request.method, route, response.status_code).observe(
+            time.perf_counter() - started
+        )
+        return response

@@ -1,0 +1,46 @@
+"""`manage.py queues`: the operators' queue summary in a terminal (`--watch` to repeat)."""
+import json
+import time
+
+from django.core.management.base import BaseCommand
+
+from workers.monitoring import queue_summary
+
+
+class Command(BaseCommand):
+    help = "Print queue depths, pending orders, live workers and gate agreement."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", dest="as_json", action="store_true", help="print the raw JSON document")
+        parser.add_argument("--watch", type=float, default=0, help="repeat every N seconds")
+        parser.add_argument("--count", type=int, default=0, help="with --watch: stop after N")
+
+    def handle(self, *args, as_json: bool = False, watch: float = 0, count: int = 0, **options):
+        shown = 0
+        while True:
+            summary = queue_summary()
+            self.stdout.write(self._render(summary, as_json=as_json))
+            shown += 1
+            if not watch or (count and shown >= count):
+                return
+            time.sleep(watch)
+
+    @staticmethod
+    def _render(summary: dict, *, as_json: bool) -> str:
+        if as_json:
+            return json.dumps(summary, indent=2)
+        orders = summary["orders"]
+        lines = [f"checked at {summary['checked_at']}"]
+        lines += [f"queue {name:<10} {depth:>8} waiting" for name, depth in summary["queues"].items()]
+        lines.append(
+            f"orders pending {orders['pending']} (oldest {orders['oldest_pending_seconds']}s), "
+            f"finalized in the last minute {orders['finalized_last_minute']}"
+        )
+        lines.append(f"workers alive {len(summary['workers'])}: {', '.join(summary['workers']) or '-'}")
+        for row in summary["events"]:
+            flag = "ok" if row["agrees"] else "DISAGREES"
+            lines.append(
+                f"event {row['event']:>6} gate {row['gate_remaining']!s:>8} "
+                f"database {row['database_remaining']:>8}  {flag}"
+            )
+        return "\n".join(lines)
