@@ -19,7 +19,7 @@ class PurchaseRateThrottle(_SettingsRateThrottle):
 
 
 class LoginRateThrottle(_SettingsRateThrottle):
-    """Per client address and per username: slows password guessing both ways."""
+    """Per client address: slows password guessing from one place."""
 
     scope = "login"
 

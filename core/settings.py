@@ -114,7 +114,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Security (the production defaults; `manage.py check --deploy` reads these) ----
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Trust X-Forwarded-Proto (and count proxies for client addresses) only behind a proxy
+# that sets it: otherwise any client could claim to be on TLS or forge its address.
+TRUSTED_PROXIES = env.int("DJANGO_TRUSTED_PROXIES", default=0)
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
@@ -152,6 +156,8 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER_RATE", default="60/hour"),
     },
     "UNAUTHENTICATED_USER": None,
+    # Rate limits key on REMOTE_ADDR unless proxies are declared (X-Forwarded-For is forgeable).
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {
