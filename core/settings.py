@@ -205,6 +205,9 @@ ORDER_COMMIT_BATCH_SIZE = env.int("ORDER_COMMIT_BATCH_SIZE", default=500)
 TOP_EVENTS_REFRESH_SECONDS = env.int("TOP_EVENTS_REFRESH_SECONDS", default=30)
 # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker on a host of its own can serve its metrics on this port (0 = off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
 
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

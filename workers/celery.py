@@ -1,7 +1,7 @@
 """The Celery application: a Redis broker, a queue of its own for purchases, beat jobs."""
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
@@ -65,3 +65,30 @@ app.conf.update(
 # every task otherwise, which costs a connection handshake per order batch).
 app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+
+
+@signals.worker_init.connect
+def _serve_worker_metrics(**kwargs) -> None:
+    """With WORKER_METRICS_PORT set, serve this worker's metrics (all pool processes).
+
+    On one host `make run` shares PROMETHEUS_MULTIPROC_DIR with the API instead, and
+    the API's /metrics already includes the workers' samples.
+    """
+    port = settings.WORKER_METRICS_PORT
+    if not port:
+        return
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=settings.WORKER_METRICS_ADDR, registry=registry)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_dead_process(pid=None, **kwargs) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())

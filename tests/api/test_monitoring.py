@@ -2,12 +2,13 @@
 import io
 
 import pytest
+import requests
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import stock
 from core.services.gate import gate_ensure
-from tests.live import LiveStack
+from tests.live import LiveStack, free_port
 from workers.tasks import event_orders_commit_task
 
 pytestmark = pytest.mark.django_db
@@ -50,16 +51,21 @@ def test_ops_queues_flags_a_gate_that_disagrees_with_postgres(admin_client, even
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_ops_queues_sees_live_workers_and_recent_commits(admin_client, buyer_client, event, tmp_path):
-    live = LiveStack(tmp_path)
+    port = free_port()
+    live = LiveStack(tmp_path, env={"WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     try:
         live.start_worker(concurrency=1)
         assert buy(buyer_client, event, 2).status_code == 202
         live.wait_until(lambda: admin_client.get("/ops/queues/").json()["orders"]["pending"] == 0, "commit")
         body = admin_client.get("/ops/queues/").json()
+        worker_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         live.stop_all()
     assert len(body["workers"]) == 1 and body["workers"][0].startswith("worker@")
     assert body["orders"]["finalized_last_minute"] == 1
+    # The worker serves its pool processes' counters itself.
+    assert 'orders_committed_total{status="confirmed"} 1.0' in worker_metrics
+    assert "order_commit_latency_seconds_count 1.0" in worker_metrics
 
 
 def _samples(text: str) -> dict:
