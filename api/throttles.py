@@ -1,30 +1,82 @@
-"""Rate limits stored in Redis (Django's cache), so they hold across processes."""
+"""Rate limits counted in Redis, so they hold across every API process and machine.
+
+A fixed window per caller: one pipelined INCR + EXPIRE per request. DRF's
+SimpleRateThrottle keeps a pickled list of timestamps per caller in the cache and
+rewrites it on every request, which on the purchase path would cost more than the stock
+check itself. A fixed window may let a caller through twice its rate across a window
+boundary; the per-user ticket limit, not the rate, is what bounds what a scalper can buy.
+"""
+import logging
+import time
+
+import redis
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
+
+from core.stock import get_redis
+
+logger = logging.getLogger(__name__)
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class _SettingsRateThrottle(SimpleRateThrottle):
-    def get_rate(self) -> str | None:
-        # Read at request time (not import time) so the rate follows the settings.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+def parse_rate(rate: str) -> tuple[int, int]:
+    """'600/min' -> (600, 60)."""
+    count, period = rate.split("/")
+    return int(count), _PERIODS[period[0]]
 
 
-class PurchaseRateThrottle(_SettingsRateThrottle):
+class RedisRateThrottle(BaseThrottle):
+    scope: str = ""
+
+    def __init__(self):
+        self._wait: float | None = None
+
+    def get_ident_key(self, request) -> str | None:
+        """Return who is being limited (override); None exempts the request."""
+        raise NotImplementedError
+
+    def allow_request(self, request, view) -> bool:
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        ident = self.get_ident_key(request)
+        if not rate or ident is None:
+            return True
+        limit, period = parse_rate(rate)
+        now = time.time()
+        key = f"throttle:{self.scope}:{ident}:{int(now // period)}"
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, period, nx=True)
+            count, _ = pipe.execute()
+        except redis.RedisError:
+            logger.warning("rate limit not checked: Redis unavailable", extra={"scope": self.scope})
+            return True  # fail open: the stock gate refuses on its own if Redis is down
+        if count <= limit:
+            return True
+        self._wait = period - (now % period)
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait
+
+
+class PurchaseRateThrottle(RedisRateThrottle):
     """Per user: scalpers cannot hammer the purchase endpoint."""
 
     scope = "purchase"
 
-    def get_cache_key(self, request, view) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+    def get_ident_key(self, request) -> str | None:
+        return str(request.user.pk) if request.user and request.user.is_authenticated else None
 
 
-class LoginRateThrottle(_SettingsRateThrottle):
+class LoginRateThrottle(RedisRateThrottle):
     """Per client address: slows password guessing from one place."""
 
     scope = "login"
 
-    def get_cache_key(self, request, view) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+    def get_ident_key(self, request) -> str | None:
+        return self.get_ident(request)
 
 
 class RegisterRateThrottle(LoginRateThrottle):
