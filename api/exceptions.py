@@ -1,16 +1,18 @@
 """One JSON shape for every error: `{"code", "message", "errors"?, ...details}`."""
 import logging
 
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken
 
-from core.exceptions import ApplicationError
+from core.exceptions import ApplicationError, DatabaseUnavailableError, ServiceBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +57,25 @@ def _message(detail) -> str:
     return str(detail)
 
 
+def _unavailable(exc: Exception) -> ApplicationError | None:
+    """Map a dependency outage that escaped the services to "busy, retry" (503).
+
+    Redis backs token revocation and the throttles, so its outage reaches every
+    authenticated view; a lost or timed-out database connection is no bug either.
+    """
+    if isinstance(exc, redis.RedisError):
+        return ServiceBusyError()
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return DatabaseUnavailableError()
+    return None
+
+
 def exception_handler(exc, context):
     """Render any exception raised in a DRF view as the project's JSON error."""
+    outage = _unavailable(exc)
+    if outage is not None:
+        logger.warning("dependency unavailable", extra={"error": repr(exc)})
+        exc = outage
     if isinstance(exc, ApplicationError):
         response = Response(
             error_body(exc.code, exc.message, **exc.extra), status=exc.status_code

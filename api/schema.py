@@ -15,7 +15,7 @@ _DESCRIPTIONS = {
     422: "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
     429: "Rate limited (`throttled`); see Retry-After.",
     503: "A dependency is down; nothing was done (`database_unavailable`, "
-    "`queue_unavailable`, `gate_unavailable`); see Retry-After.",
+    "`queue_unavailable`, `gate_unavailable`, `service_unavailable`); see Retry-After.",
 }
 
 

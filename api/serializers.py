@@ -111,7 +111,11 @@ class TokenRefreshSerializer(serializers.Serializer):
         user = User.objects.filter(pk=refresh.get("user_id")).first()
         if user is None or not user.is_active:
             raise AuthenticationFailed("No active account for this token.", code="no_active_account")
-        refresh.blacklist()
+        # Only the request that blacklists the token rotates it: concurrent reuses of one
+        # refresh token (a stolen copy racing the owner) get no second token pair.
+        _, created = refresh.blacklist()
+        if not created:
+            raise InvalidToken("Token is blacklisted")
         new_refresh = RefreshToken.for_user(user)
         role_claims(new_refresh, user)
         return {"access": str(new_refresh.access_token), "refresh": str(new_refresh)}

@@ -25,6 +25,12 @@ class UserAdmin(BaseUserAdmin):
         super().delete_model(request, obj)
         user_tokens_revoke(user_id=user_id)
 
+    def delete_queryset(self, request, queryset):
+        user_ids = list(queryset.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        for user_id in user_ids:
+            user_tokens_revoke(user_id=user_id)
+
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):

@@ -50,6 +50,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "core.urls"
+# An API answers a missing slash with a JSON 404, not a redirect that clients would
+# follow as a GET (turning a failed POST into an apparent success).
+APPEND_SLASH = False
 WSGI_APPLICATION = "core.wsgi.application"
 AUTH_USER_MODEL = "core.User"
 

@@ -4,7 +4,7 @@ import time
 from django.db.models import Sum
 
 from core.models import Event, Order, Ticket
-from core.stock import stock_remaining
+from core.stock import get_redis
 
 
 def wait_until_no_pending(event_id: int, timeout: float = 90.0) -> float:
@@ -18,28 +18,36 @@ def wait_until_no_pending(event_id: int, timeout: float = 90.0) -> float:
     return time.monotonic() - start
 
 
-def sold_figures(event_id: int) -> dict[str, int]:
+def sold_figures(event_id: int, redis_client=None) -> dict[str, int]:
     event = Event.objects.get(pk=event_id)
     confirmed = Order.objects.filter(event_id=event_id, status="confirmed")
+    remaining = (redis_client or get_redis()).hget(f"gate:{{ev:{event_id}}}", "remaining")
+    tickets = Ticket.objects.filter(event_id=event_id)
     return {
         "total": event.total_tickets,
         "tickets_sold": event.tickets_sold,
         "confirmed_quantity": confirmed.aggregate(n=Sum("quantity"))["n"] or 0,
         "ticket_quantity": Ticket.objects.filter(event_id=event_id).aggregate(n=Sum("quantity"))["n"] or 0,
-        "tickets_per_order_max": max(
-            [Ticket.objects.filter(order_id=pk).count() for pk in confirmed.values_list("pk", flat=True)] or [0]
-        ),
+        "one_ticket_per_order": tickets.values("order_id").distinct().count() == tickets.count(),
         "pending": Order.objects.filter(event_id=event_id, status="pending").count(),
-        "gate_remaining": stock_remaining(event_id=event_id),
+        "gate_remaining": None if remaining is None else int(remaining),
     }
 
 
-def assert_invariants(event_id: int) -> dict[str, int]:
-    """Nothing oversold, nothing lost or pending, one ticket per order, gate == database."""
-    figures = sold_figures(event_id)
+def assert_invariants(event_id: int, redis_client=None) -> dict[str, int]:
+    """Nothing oversold, nothing pending, one ticket per order, gate == database."""
+    figures = sold_figures(event_id, redis_client)
     assert figures["tickets_sold"] <= figures["total"], figures
     assert figures["confirmed_quantity"] == figures["tickets_sold"] == figures["ticket_quantity"], figures
-    assert figures["tickets_per_order_max"] <= 1, figures
+    assert figures["one_ticket_per_order"], figures
     assert figures["pending"] == 0, figures
     assert figures["gate_remaining"] == figures["total"] - figures["tickets_sold"], figures
     return figures
+
+
+def invariants_hold(event_id: int, redis_client=None) -> bool:
+    try:
+        assert_invariants(event_id, redis_client)
+    except AssertionError:
+        return False
+    return True

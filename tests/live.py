@@ -57,22 +57,23 @@ class LiveStack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "wb")
         process = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.processes[name] = process
         return process
 
-    def start_api(self, workers: int = 2) -> None:
+    def start_api(self, workers: int = 2, env: dict | None = None) -> None:
         self._start(
             "api",
             [
                 str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
             ],
+            env,
         )
         self.wait_until(lambda: self._answers("/health/"), "gunicorn to answer")
 

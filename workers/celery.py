@@ -12,6 +12,10 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from workers import kombu_fixes  # noqa: E402
+
+kombu_fixes.apply()
+
 PURCHASES_QUEUE = "purchases"
 DEFAULT_QUEUE = "default"
 
@@ -23,6 +27,9 @@ app.conf.update(
     # gets its message redelivered to another one once the visibility timeout passes.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # On broker loss, stop the running late-ack tasks: their messages come back anyway,
+    # and a commit interrupted mid-transaction is rolled back by PostgreSQL.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     broker_transport_options={
         "visibility_timeout": 60,
         "socket_timeout": 2,

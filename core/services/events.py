@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from core.exceptions import (
+    ConflictError,
     EventHasSalesError,
     GateUnavailableError,
     NotFoundError,
@@ -46,14 +47,32 @@ def event_create(**fields: Any) -> Event:
     return event
 
 
+# Attempts before a total that keeps moving under us is reported as a conflict.
+UPDATE_ATTEMPTS = 3
+
+
+class _TotalChangedError(Exception):
+    """total_tickets moved between our read and our lock: the gate step used stale figures."""
+
+
 def event_update(*, event_id: int, data: dict[str, Any]) -> Event:
     """Apply `data` to an event; total_tickets may not drop below sold + reserved.
 
     A decrease is first taken out of the gate (so no purchase can take those tickets
     meanwhile), then checked against PostgreSQL under the event-row lock; an increase
-    reaches the gate only after PostgreSQL has committed it.
+    reaches the gate only after PostgreSQL has committed it. If another change moved the
+    total in between, the gate step is undone and the update starts again.
     """
     data = {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
+    for _ in range(UPDATE_ATTEMPTS):
+        try:
+            return _event_update_once(event_id=event_id, data=data)
+        except _TotalChangedError:
+            continue
+    raise ConflictError("The event is being changed concurrently; retry.")
+
+
+def _event_update_once(*, event_id: int, data: dict[str, Any]) -> Event:
     current = Event.objects.filter(pk=event_id).values_list("total_tickets", flat=True).first()
     if current is None:
         raise NotFoundError("No event with this id.")
@@ -68,7 +87,7 @@ def event_update(*, event_id: int, data: dict[str, Any]) -> Event:
         raise TotalBelowCommittedError(extra={"tickets_available": answer.value})
     taken = min(delta, 0) if answer.status == "ok" else 0
     try:
-        event = _event_update_locked(event_id=event_id, data=data)
+        event = _event_update_locked(event_id=event_id, data=data, expected_total=current)
     except BaseException:
         stock_operation_end(event_id=event_id, operation_id=operation_id, delta=-taken)
         raise
@@ -81,9 +100,13 @@ def event_update(*, event_id: int, data: dict[str, Any]) -> Event:
     return event
 
 
-def _event_update_locked(*, event_id: int, data: dict[str, Any]) -> Event:
+def _event_update_locked(*, event_id: int, data: dict[str, Any], expected_total: int) -> Event:
     with transaction.atomic():
-        event = Event.objects.select_for_update().get(pk=event_id)
+        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        if event is None:
+            raise NotFoundError("No event with this id.")
+        if event.total_tickets != expected_total:
+            raise _TotalChangedError()
         for field, value in data.items():
             setattr(event, field, value)
         pending = (

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import redis
 from kombu.exceptions import OperationalError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from core import stock
 from core.exceptions import (
@@ -39,7 +39,8 @@ def purchase_request(
 
     A refusal (sold out, too few left, over the per-user limit, sale not open) is
     decided by one Redis call and touches neither PostgreSQL nor the queue. Once stock
-    is reserved, any failure gives it back before the error reaches the caller.
+    is reserved, a failure gives it back before the error reaches the caller (unless
+    the order insert's own outcome is unknown: see `_record_order`).
     """
     fingerprint = f"{event_id}:{quantity}"
     idem_key = (
@@ -60,34 +61,68 @@ def purchase_request(
         return _replay(stored=str(answer.value), fingerprint=fingerprint, user_id=user_id)
     _raise_refusal(answer)
 
-    def release() -> None:
+    result = _record_order(
+        event_id=event_id,
+        user_id=user_id,
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        operation_id=operation_id,
+        idem_key=idem_key,
+        fingerprint=fingerprint,
+    )
+    if result.replayed:
+        return result
+    order = result.order
+    _schedule_commit(order=order, operation_id=operation_id, idem_key=idem_key, fingerprint=fingerprint)
+    logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
+    return PurchaseResult(order=order)
+
+
+def _record_order(
+    *,
+    event_id: int,
+    user_id: int,
+    quantity: int,
+    idempotency_key: str | None,
+    operation_id: str,
+    idem_key: str,
+    fingerprint: str,
+) -> PurchaseResult:
+    """Insert the pending order for a reservation, giving the stock back if that fails.
+
+    When the connection breaks during the insert itself, the order may or may not have
+    been committed: the reservation is then kept (the gate errs towards refusing) and
+    reconciliation settles it; a retry with the same Idempotency-Key finds the order.
+    """
+
+    def end_operation(holdings: list[tuple[int, int]]) -> None:
         stock.stock_release(
-            event_id=event_id,
-            operation_id=operation_id,
-            holdings=[(user_id, quantity)],
-            idem_key=idem_key,
+            event_id=event_id, operation_id=operation_id, holdings=holdings, idem_key=idem_key
         )
 
+    try:
+        connection.ensure_connection()
+    except DatabaseError:
+        end_operation([(user_id, quantity)])  # nothing was sent: nothing was written
+        raise DatabaseUnavailableError() from None
     try:
         # Its own (sub)transaction, so a conflict leaves the caller's connection usable.
         with transaction.atomic():
             order = Order.objects.create(
-                user_id=user_id,
-                event_id=event_id,
-                quantity=quantity,
-                idempotency_key=idempotency_key,
+                user_id=user_id, event_id=event_id, quantity=quantity, idempotency_key=idempotency_key
             )
     except IntegrityError:
-        release()
+        end_operation([(user_id, quantity)])
         return _replay_from_database(
             user_id=user_id, event_id=event_id, key=idempotency_key, fingerprint=fingerprint
         )
     except DatabaseError:
-        release()
-        logger.exception("order not recorded", extra={"event_id": event_id})
-        raise DatabaseUnavailableError() from None
-    _schedule_commit(order=order, operation_id=operation_id, idem_key=idem_key, fingerprint=fingerprint)
-    logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
+        end_operation([])
+        logger.exception("order outcome unknown", extra={"event_id": event_id})
+        raise DatabaseUnavailableError(
+            "The database failed while recording the order; it may or may not exist. "
+            "Retry with the same Idempotency-Key to find out."
+        ) from None
     return PurchaseResult(order=order)
 
 
@@ -155,7 +190,9 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
     """Hand the (committed) order to the workers: one drain task per event at a time.
 
     If the queue cannot take it, the order is rejected and its stock given back, so the
-    caller's 503 means exactly "nothing was bought".
+    caller's 503 means exactly "nothing was bought". If even that rejection cannot be
+    written, the order stays pending, the requeue job will commit it, and the caller
+    gets its 202: the answer always matches what will happen to the order.
     """
     from workers.tasks import event_orders_commit_task
 
@@ -168,7 +205,7 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
         pipe.set(stock.drain_flag_key(event_id), 1, nx=True, ex=stock.DRAIN_FLAG_SECONDS)
         must_publish = pipe.execute()[-1]
     except redis.RedisError:
-        # The order is durable; the reconciler queues it once it counts as stale.
+        # The order is durable; the requeue job queues it once it counts as stale.
         logger.warning("gate unreachable after accept", extra={"order_id": order.pk})
         return
     if not must_publish:
@@ -176,13 +213,27 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
     try:
         event_orders_commit_task.apply_async(args=[event_id], retry=False)
     except (OperationalError, redis.RedisError, OSError) as exc:
-        stock.get_redis().delete(stock.drain_flag_key(event_id))
-        if order_abandon(order_id=order.pk, reason="The order queue was unavailable."):
-            stock.stock_release(
-                event_id=event_id,
-                operation_id=operation_id,
-                holdings=[(order.user_id, order.quantity)],
-                idem_key=idem_key,
-            )
         logger.error("order not queued", extra={"order_id": order.pk, "error": repr(exc)})
+        try:
+            abandoned = order_abandon(order_id=order.pk, reason="The order queue was unavailable.")
+        except DatabaseError:
+            logger.warning("order left to the requeue job", extra={"order_id": order.pk})
+            return
+        if not abandoned:
+            return  # the message got through after all and a worker made it final
+        _release_quietly(order=order, operation_id=operation_id, idem_key=idem_key)
         raise QueueUnavailableError() from exc
+
+
+def _release_quietly(*, order: Order, operation_id: str, idem_key: str) -> None:
+    """Give a rejected order's stock back; if Redis is down, its rebuild will count it."""
+    try:
+        stock.get_redis().delete(stock.drain_flag_key(order.event_id))
+        stock.stock_release(
+            event_id=order.event_id,
+            operation_id=operation_id,
+            holdings=[(order.user_id, order.quantity)],
+            idem_key=idem_key,
+        )
+    except redis.RedisError:
+        logger.warning("stock not released: Redis unavailable", extra={"order_id": order.pk})

@@ -1,6 +1,12 @@
 """Accounts: POST /register/, /login/, /token/refresh/ and /logout/."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import jwt
 import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.models import User
 
@@ -197,7 +203,28 @@ def test_refresh_rotates_the_refresh_token(anon, buyer):
     assert claims(body["access"])["role"] == "User"
     again = anon.post("/token/refresh/", {"refresh": old}, format="json")
     assert_error(again, 401, "token_not_valid")
-    assert anon.post("/token/refresh/", {"refresh": body["refresh"]}, format="json").status_code == 200
+    rotated = anon.post("/token/refresh/", {"refresh": body["refresh"]}, format="json")
+    assert rotated.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reuses_of_one_refresh_token_rotate_it_once(make_user):
+    refresh = str(RefreshToken.for_user(make_user()))
+    start = threading.Barrier(8)
+
+    def reuse(_):
+        start.wait()
+        try:
+            return APIClient().post("/token/refresh/", {"refresh": refresh}, format="json")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(reuse, range(8)))
+
+    assert [r.status_code for r in responses].count(200) == 1
+    refused = [r for r in responses if r.status_code != 200]
+    assert {(r.status_code, r.json()["code"]) for r in refused} == {(401, "token_not_valid")}
 
 
 def test_refresh_gives_the_current_role(anon, buyer):

@@ -46,6 +46,7 @@ def call(token: str, path: str = PROTECTED, header: str = "Bearer"):
 def assert_refused(response, code: str = "token_not_valid") -> None:
     assert response.status_code == 401, response.content
     assert response["Content-Type"] == "application/json"
+    assert response["WWW-Authenticate"].startswith("Bearer")
     assert response.json()["code"] == code
 
 
