@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--keep", action="store_true", help="keep the database (for EXPLAIN)")
+    parser.add_argument("--fill-only", action="store_true", help="fill, keep, measure nothing")
     args = parser.parse_args()
 
     recreate_database()
@@ -182,6 +184,8 @@ def main() -> None:
     print(f"filling {args.events:,} events and {args.tickets:,} tickets ...", flush=True)
     fill_seconds = fill(args.events, args.tickets)
     print(f"filled in {fill_seconds:.1f} s; measuring ...", flush=True)
+    if args.fill_only:
+        return
     figures = measure(args.repeat, args.limit)
     figures.update(
         events=args.events, tickets=args.tickets, repeat=args.repeat, limit=args.limit,
@@ -193,6 +197,8 @@ def main() -> None:
     (args.out / "top_events.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "top_events.md").write_text(report(figures))
     print(report(figures))
+    if args.keep:
+        return
     with _admin_conn() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
 
