@@ -94,6 +94,10 @@ def orders_pending_stale(*, older_than_seconds: int) -> QuerySet[Order]:
     return Order.objects.filter(status=Order.Status.PENDING, created_at__lt=cutoff)
 
 
+def orders_pending_exist(*, event_id: int) -> bool:
+    return Order.objects.filter(event_id=event_id, status=Order.Status.PENDING).exists()
+
+
 def events_on_sale() -> QuerySet[Event]:
     return Event.objects.filter(date__gte=timezone.now())
 

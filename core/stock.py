@@ -25,8 +25,9 @@ from django.conf import settings
 _LUA_DIR = Path(__file__).resolve().parent
 # An operation older than this is taken to have died; reconciliation stops waiting for it.
 INFLIGHT_STALE_SECONDS = 60
-# While this flag lives, a drain task for the event is queued or running; the TTL only
-# bounds the damage of a lost task message (the next purchase queues a new one).
+# While this flag lives, a drain task for the event is queued or running (and keeps it
+# alive); the TTL only bounds the damage of a lost task message or a killed worker
+# (the next purchase then queues a new drain; the requeue job is the last resort).
 DRAIN_FLAG_SECONDS = 10
 
 

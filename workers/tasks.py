@@ -13,7 +13,8 @@ from core.services.orders import order_commit as order_commit_service
 from core.services.orders import orders_commit, orders_stale_events
 from core.services.top_events import top_events_refresh as top_events_refresh_service
 from core.metrics import ORDER_COMMIT_LATENCY, ORDERS_COMMITTED, TOP_EVENTS_REFRESH
-from core.stock import drain_flag_key, get_redis
+from core.selectors import orders_pending_exist
+from core.stock import DRAIN_FLAG_SECONDS, drain_flag_key, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +48,33 @@ def single_flight(name: str, ttl: int):
     max_retries=None,
 )
 def event_orders_commit(self, event_id: int) -> int:
-    """Commit an event's pending orders in batches until none are left; return the count."""
-    # Cleared before looking, so an order recorded after this point either is seen below
-    # or finds the flag gone and queues a new drain.
-    get_redis().delete(drain_flag_key(event_id))
+    """Commit an event's pending orders in batches until none are left; return the count.
+
+    The event's drain flag stays set while this runs, so purchases accepted meanwhile
+    queue nothing: their orders are picked up by the next batch. When the flag is let
+    go, one more look catches an order recorded just before that (its request found the
+    flag still set and relied on this drain).
+    """
+    redis_client = get_redis()
+    flag = drain_flag_key(event_id)
     deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
     batch_size = settings.ORDER_COMMIT_BATCH_SIZE
     committed = 0
     while True:
+        redis_client.expire(flag, DRAIN_FLAG_SECONDS)
         result = orders_commit(event_id=event_id, limit=batch_size)
         committed += result.processed
         _record_commit(event_id, result)
-        if result.processed < batch_size:
+        if result.processed == batch_size:
+            if time.monotonic() > deadline:
+                event_orders_commit.apply_async(args=[event_id])
+                return committed
+            continue
+        redis_client.delete(flag)
+        if not orders_pending_exist(event_id=event_id):
             return committed
-        if time.monotonic() > deadline:
-            event_orders_commit.apply_async(args=[event_id])
-            return committed
+        if not redis_client.set(flag, 1, nx=True, ex=DRAIN_FLAG_SECONDS):
+            return committed  # another drain has been queued meanwhile
 
 
 def _record_commit(event_id: int, result) -> None:
