@@ -1,5 +1,6 @@
 """The hot path of a flash sale: accept or refuse a purchase request in milliseconds."""
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import redis
@@ -106,8 +107,9 @@ def _record_order(
         end_operation([(user_id, quantity)])  # nothing was sent: nothing was written
         raise DatabaseUnavailableError() from None
     try:
-        # Its own (sub)transaction, so a conflict leaves the caller's connection usable.
-        with transaction.atomic():
+        # One INSERT commits by itself in autocommit mode; inside a caller's transaction
+        # a savepoint keeps a conflict from breaking it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
             order = Order.objects.create(
                 user_id=user_id, event_id=event_id, quantity=quantity, idempotency_key=idempotency_key
             )
