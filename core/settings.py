@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["api.serializers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
@@ -178,6 +178,7 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
     "AUTH_HEADER_TYPES": ("Bearer",),
     "TOKEN_OBTAIN_SERIALIZER": "api.serializers.TokenObtainSerializer",
+    "TOKEN_BLACKLIST_SERIALIZER": "api.serializers.LogoutInputSerializer",
     "TOKEN_USER_CLASS": "api.authentication.TokenUser",
 }
 
@@ -207,6 +208,8 @@ GATE_RECONCILE_SECONDS = env.int("GATE_RECONCILE_SECONDS", default=15)
 # Orders committed under one event-row lock by a drain task.
 ORDER_COMMIT_BATCH_SIZE = env.int("ORDER_COMMIT_BATCH_SIZE", default=500)
 TOP_EVENTS_REFRESH_SECONDS = env.int("TOP_EVENTS_REFRESH_SECONDS", default=30)
+# How long a process trusts its last look at a user's token revocation (seconds).
+AUTH_REVOCATION_CACHE_SECONDS = env.float("AUTH_REVOCATION_CACHE_SECONDS", default=1.0)
 # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A Celery worker on a host of its own can serve its metrics on this port (0 = off).

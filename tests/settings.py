@@ -12,6 +12,9 @@ os.environ.setdefault("THROTTLE_LOGIN_RATE", "100000/min")
 os.environ.setdefault("THROTTLE_REGISTER_RATE", "100000/min")
 os.environ.setdefault("DJANGO_PASSWORD_HASHERS", "django.contrib.auth.hashers.MD5PasswordHasher")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
+# Tests revoke in one process and check in another at once; tests/api/test_tokens.py
+# covers the cache itself.
+os.environ.setdefault("AUTH_REVOCATION_CACHE_SECONDS", "0")
 
 from core.settings import *  # noqa: E402,F401,F403
 

@@ -54,9 +54,32 @@ def user_tokens_revoke(*, user_id: int) -> None:
     role change is recorded here; the record only needs to outlive the tokens it kills.
     """
     lifetime = int(settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds())
-    get_redis().set(_revoked_key(user_id), int(time.time()) + 1, ex=lifetime + 60)
+    revoked_before = int(time.time()) + 1
+    get_redis().set(_revoked_key(user_id), revoked_before, ex=lifetime + 60)
+    _revocations_seen[user_id] = (time.monotonic(), revoked_before)
+
+
+# user id -> (when read, revoked-before) in this process: every authenticated request
+# asks, and a flash sale is thousands of them a second from the same buyers.
+_revocations_seen: dict[int, tuple[float, int]] = {}
+_REVOCATIONS_SEEN_MAX = 100_000
 
 
 def user_tokens_revoked_before(*, user_id: int) -> int:
-    """Return the epoch second before which the user's tokens are void (0: none)."""
-    return int(get_redis().get(_revoked_key(user_id)) or 0)
+    """Return the epoch second before which the user's tokens are void (0: none).
+
+    Read from Redis at most once per AUTH_REVOCATION_CACHE_SECONDS per user and process,
+    so a revocation made elsewhere takes effect within that time (at once in the
+    process that made it).
+    """
+    ttl = settings.AUTH_REVOCATION_CACHE_SECONDS
+    now = time.monotonic()
+    seen = _revocations_seen.get(user_id)
+    if ttl and seen and now - seen[0] < ttl:
+        return seen[1]
+    revoked_before = int(get_redis().get(_revoked_key(user_id)) or 0)
+    if ttl:
+        if len(_revocations_seen) >= _REVOCATIONS_SEEN_MAX:
+            _revocations_seen.clear()
+        _revocations_seen[user_id] = (now, revoked_before)
+    return revoked_before

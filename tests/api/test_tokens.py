@@ -10,6 +10,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from core.services import users
 from core.services.users import user_tokens_revoke, user_tokens_revoked_before
 from tests.conftest import token_for
 
@@ -188,3 +189,20 @@ def test_revocation_outlives_every_token_it_kills(buyer, redis_db):
 
     ttl = redis_db.ttl(f"auth:revoked-before:{buyer.pk}")
     assert ttl >= settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
+
+
+def test_revocation_seen_by_another_process_takes_effect_within_the_cache_time(
+    settings, buyer, client_for, redis_db
+):
+    settings.AUTH_REVOCATION_CACHE_SECONDS = 0.5
+    users._revocations_seen.clear()
+    client = client_for(buyer)
+    assert client.get("/events/").status_code == 200  # looked up and remembered: none
+    # Another process revokes: only Redis changes, not this process's memory.
+    redis_db.set(users._revoked_key(buyer.pk), int(time.time()) + 1)
+    assert client.get("/events/").status_code == 200  # still within the cache time
+    time.sleep(0.6)
+    response = client.get("/events/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_revoked"
+    users._revocations_seen.clear()
