@@ -74,6 +74,19 @@ app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 
+@signals.task_prerun.connect
+def _drop_broken_database_connections(**kwargs) -> None:
+    """Do per task what Django does per request: drop a connection that failed or aged.
+
+    With connections reused across tasks (CELERY_DB_REUSE_MAX), one terminated by the
+    server would otherwise fail every later task, retries included.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
+
+
 @signals.worker_init.connect
 def _serve_worker_metrics(**kwargs) -> None:
     """With WORKER_METRICS_PORT set, serve this worker's metrics (all pool processes).

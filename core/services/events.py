@@ -102,7 +102,8 @@ def _event_update_once(*, event_id: int, data: dict[str, Any]) -> Event:
 
 def _event_update_locked(*, event_id: int, data: dict[str, Any], expected_total: int) -> Event:
     with transaction.atomic():
-        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        # NO KEY: purchases' foreign-key checks on this row need not wait for us.
+        event = Event.objects.select_for_update(no_key=True).filter(pk=event_id).first()
         if event is None:
             raise NotFoundError("No event with this id.")
         if event.total_tickets != expected_total:

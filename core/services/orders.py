@@ -34,7 +34,7 @@ def orders_commit(
 ) -> CommitResult:
     """Commit up to `limit` pending orders of one event in one transaction.
 
-    Locks the event row (`select_for_update`), then the pending orders it takes
+    Locks the event row (`select_for_update(no_key=True)`), then the pending orders it takes
     (`skip_locked`, so concurrent committers never wait on each other's orders).
     PostgreSQL decides: orders are confirmed in id order while stock lasts, the rest
     rejected and their reservations given back to the gate. Orders that are already
@@ -59,7 +59,10 @@ def orders_commit(
 def _orders_commit_locked(
     *, event_id: int, limit: int, order_ids: list[int] | None
 ) -> tuple[CommitResult, list[tuple[int, int]]]:
-    event = Event.objects.select_for_update().filter(pk=event_id).first()
+    # FOR NO KEY UPDATE: we change tickets_sold, never the key. A plain FOR UPDATE would
+    # also block the foreign-key check (FOR KEY SHARE) that every purchase's order
+    # insert takes on this row, stalling the API behind each batch.
+    event = Event.objects.select_for_update(no_key=True).filter(pk=event_id).first()
     result = CommitResult()
     if event is None:
         return result, []
@@ -135,7 +138,7 @@ def order_cancel(*, order_id: int, user_id: int, is_admin: bool) -> Order:
     released: list[tuple[int, int]] = []
     try:
         with transaction.atomic():
-            event = Event.objects.select_for_update().get(pk=order.event_id)
+            event = Event.objects.select_for_update(no_key=True).get(pk=order.event_id)
             order = Order.objects.select_for_update().get(pk=order_id)
             if order.status == Order.Status.CANCELLED:
                 return order

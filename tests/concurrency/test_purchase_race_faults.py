@@ -40,6 +40,7 @@ def _waiting_on_lock(conn: psycopg.Connection) -> int:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%FOR NO KEY UPDATE%' "
             "AND datname = current_database()"
         )
         return cur.fetchone()[0]
@@ -52,7 +53,7 @@ def test_worker_killed_while_committing_loses_nothing(stack, buyers, make_event)
     observer, blocker = _connect(), _connect()
     observer.autocommit = True
     # Hold the event row so every commit blocks inside its transaction.
-    blocker.execute("SELECT id FROM core_event WHERE id = %s FOR UPDATE", [event.pk])
+    blocker.execute("SELECT id FROM core_event WHERE id = %s FOR NO KEY UPDATE", [event.pk])
     thread, results = _sale_in_background(stack, event.pk, tokens, 500)
     stack.wait_until(lambda: _waiting_on_lock(observer) >= 1, "a commit blocked on the row lock")
     children = stack.pool_children("worker")

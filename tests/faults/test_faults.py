@@ -28,6 +28,7 @@ def _pg(autocommit: bool = True) -> psycopg.Connection:
 def _lock_waiters(conn: psycopg.Connection) -> int:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%FOR NO KEY UPDATE%' "
         "AND datname = current_database()"
     ).fetchone()[0]
 
@@ -36,7 +37,7 @@ def test_worker_killed_with_sigkill_inside_the_commit(make_sale, reliability_row
     sale = make_sale()
     observer, blocker = _pg(), _pg(autocommit=False)
     # Hold the event row: every commit transaction blocks inside, holding its orders.
-    blocker.execute("SELECT id FROM core_event WHERE id = %s FOR UPDATE", [sale.event_id])
+    blocker.execute("SELECT id FROM core_event WHERE id = %s FOR NO KEY UPDATE", [sale.event_id])
     thread = sale.start(REQUESTS)
     sale.live.wait_until(lambda: _lock_waiters(observer) >= 1, "a commit inside its transaction")
     killed = sale.live.pool_children("worker")
