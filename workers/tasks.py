@@ -48,12 +48,14 @@ def single_flight(name: str, ttl: int):
     max_retries=None,
 )
 def event_orders_commit(self, event_id: int) -> int:
-    """Commit an event's pending orders in batches until none are left; return the count.
+    """Commit an event's pending orders; return how many were made final.
 
-    The event's drain flag stays set while this runs, so purchases accepted meanwhile
-    queue nothing: their orders are picked up by the next batch. When the flag is let
-    go, one more look catches an order recorded just before that (its request found the
-    flag still set and relied on this drain).
+    Runs ORDER_COMMIT_DELAY_SECONDS after it is queued, so that during a sale one batch
+    carries every order accepted meanwhile. The event's drain flag stays set while a
+    drain is queued or running, so purchases in between queue nothing. A full batch
+    means a backlog: the next follows at once. Otherwise the flag is let go and one more
+    look catches an order recorded just before that (its request saw the flag still set
+    and relied on this drain); such an order gets a new, delayed drain.
     """
     redis_client = get_redis()
     flag = drain_flag_key(event_id)
@@ -65,16 +67,18 @@ def event_orders_commit(self, event_id: int) -> int:
         result = orders_commit(event_id=event_id, limit=batch_size)
         committed += result.processed
         _record_commit(event_id, result)
-        if result.processed == batch_size:
-            if time.monotonic() > deadline:
-                event_orders_commit.apply_async(args=[event_id])
-                return committed
+        if result.processed == batch_size and time.monotonic() < deadline:
             continue
-        redis_client.delete(flag)
-        if not orders_pending_exist(event_id=event_id):
-            return committed
-        if not redis_client.set(flag, 1, nx=True, ex=DRAIN_FLAG_SECONDS):
-            return committed  # another drain has been queued meanwhile
+        if result.processed < batch_size:
+            redis_client.delete(flag)
+            if not orders_pending_exist(event_id=event_id):
+                return committed
+            if not redis_client.set(flag, 1, nx=True, ex=DRAIN_FLAG_SECONDS):
+                return committed  # another drain has been queued meanwhile
+        event_orders_commit.apply_async(
+            args=[event_id], countdown=settings.ORDER_COMMIT_DELAY_SECONDS
+        )
+        return committed
 
 
 def _record_commit(event_id: int, result) -> None:

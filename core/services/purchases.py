@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import redis
 from kombu.exceptions import OperationalError
+from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from core import stock
@@ -213,7 +214,9 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
     if not must_publish:
         return
     try:
-        event_orders_commit_task.apply_async(args=[event_id], retry=False)
+        event_orders_commit_task.apply_async(
+            args=[event_id], countdown=settings.ORDER_COMMIT_DELAY_SECONDS, retry=False
+        )
     except (OperationalError, redis.RedisError, OSError) as exc:
         logger.error("order not queued", extra={"order_id": order.pk, "error": repr(exc)})
         try:
