@@ -1,0 +1,129 @@
+"""Figures from the load generator's samples: throughput, latency percentiles, timelines."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# The first second of a timed run is left out of steady-state figures: it includes the
+# first database connection of each server process and the clients' ramp.
+WARMUP_SECONDS = 1.0
+
+
+@dataclass
+class Samples:
+    t: np.ndarray  # request start, epoch seconds
+    latency: np.ndarray  # seconds
+    kind: np.ndarray  # get | buy | poll
+    outcome: np.ndarray  # ok, accepted, confirmed, sold_out, insufficient_tickets, pending, ...
+    qty: np.ndarray
+    order_id: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> "Samples":
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
+        return cls(
+            t=np.array(cols[0], dtype=float),
+            latency=np.array(cols[1], dtype=float),
+            kind=np.array(cols[2], dtype=str),
+            outcome=np.array(cols[3], dtype=str),
+            qty=np.array(cols[4], dtype=int),
+            order_id=np.array(cols[5], dtype=np.int64),
+        )
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.t + self.latency
+
+    def mask(self, *, kind: str | None = None, outcome: str | None = None,
+             start: float | None = None, stop: float | None = None) -> np.ndarray:
+        """Select samples by kind/outcome and by request start time in [start, stop)."""
+        keep = np.ones(len(self.t), dtype=bool)
+        if kind is not None:
+            keep &= self.kind == kind
+        if outcome is not None:
+            keep &= self.outcome == outcome
+        if start is not None:
+            keep &= self.t >= start
+        if stop is not None:
+            keep &= self.t < stop
+        return keep
+
+
+def latency_stats(latency: np.ndarray) -> dict:
+    if len(latency) == 0:
+        return {"count": 0}
+    ms = latency * 1000
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {
+        "count": int(len(ms)), "mean_ms": round(float(ms.mean()), 2), "p50_ms": round(float(p50), 2),
+        "p90_ms": round(float(p90), 2), "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2),
+    }
+
+
+def steady_state(samples: Samples, kind: str | None = None) -> dict:
+    """Requests/s and latency after the warm-up, over requests that both start and end in the run."""
+    if len(samples.t) == 0:
+        return {"rps": 0.0, "count": 0}
+    start = samples.t.min() + WARMUP_SECONDS
+    stop = samples.end.max()
+    keep = samples.mask(kind=kind, start=start) & (samples.end <= stop)
+    seconds = stop - start
+    return {"rps": round(float(keep.sum() / seconds), 1), "seconds": round(float(seconds), 2),
+            **latency_stats(samples.latency[keep]), "errors": _errors(samples, keep)}
+
+
+def window_rate(samples: Samples, start: float, stop: float, kind: str | None = None) -> float:
+    """Requests of `kind` that started in [start, stop), per second."""
+    if stop <= start:
+        return 0.0
+    return round(float(samples.mask(kind=kind, start=start, stop=stop).sum() / (stop - start)), 1)
+
+
+def by_outcome(samples: Samples, keep: np.ndarray) -> dict[str, dict]:
+    return {
+        str(outcome): latency_stats(samples.latency[keep & (samples.outcome == outcome)])
+        for outcome in sorted(set(samples.outcome[keep]))
+    }
+
+
+def _errors(samples: Samples, keep: np.ndarray) -> int:
+    return int(sum(1 for o in samples.outcome[keep] if o.startswith("error_")))
+
+
+def errors(samples: Samples) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for outcome in samples.outcome:
+        if outcome.startswith("error_"):
+            found[outcome] = found.get(outcome, 0) + 1
+    return found
+
+
+def rate_timeline(samples: Samples, origin: float, *, kind: str | None = None,
+                  bin_seconds: float = 0.25) -> dict:
+    """Completions per second in bins from `origin`, per outcome (for the charts)."""
+    keep = samples.mask(kind=kind)
+    ends = samples.end[keep] - origin
+    outcomes = np.char.add(np.char.add(samples.kind[keep], " "), samples.outcome[keep])
+    if len(ends) == 0:
+        return {"t": [], "series": {}}
+    edges = np.arange(min(0.0, ends.min()), ends.max() + bin_seconds, bin_seconds)
+    series = {
+        str(o): (np.histogram(ends[outcomes == o], edges)[0] / bin_seconds).round(1).tolist()
+        for o in sorted(set(outcomes))
+    }
+    return {"t": edges[:-1].round(3).tolist(), "series": series}
+
+
+def cumulative(times: np.ndarray, weights: np.ndarray, origin: float) -> dict:
+    """A step series of the running total of `weights` at `times` (from `origin`)."""
+    order = np.argsort(times)
+    return {"t": (times[order] - origin).round(4).tolist(), "total": np.cumsum(weights[order]).tolist()}
+
+
+def ratio(value: float, reference: float) -> float:
+    return round(value / reference, 3) if reference else 0.0

@@ -1,0 +1,72 @@
+"""POST /naive/events/<id>/purchase/: the textbook design the queued one is measured against.
+
+Same authentication, permission, throttle, validation, error rendering and output as
+`api.views.PurchaseCreateApi`; only the purchase itself differs (`purchase_commit_naive`).
+"""
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import serializers as s
+from api.permissions import IsBuyer
+from api.throttles import PurchaseRateThrottle
+from core.exceptions import (
+    InsufficientTicketsError,
+    NotFoundError,
+    PurchaseLimitError,
+    SaleClosedError,
+    SoldOutError,
+)
+from core.models import Event, Order, Ticket
+
+
+def purchase_commit_naive(*, user_id: int, event_id: int, quantity: int) -> Order:
+    """Sell `quantity` tickets now, in one transaction holding the event row lock.
+
+    Every request for the event, refusals included, queues on that lock: this is
+    the contention the product's Redis gate and queued commits avoid.
+    """
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        if event is None:
+            raise NotFoundError("No event with this id.")
+        now = timezone.now()
+        ends = min(filter(None, [event.sale_ends_at, event.date]))
+        if (event.sale_starts_at and now < event.sale_starts_at) or now >= ends:
+            raise SaleClosedError()
+        available = event.total_tickets - event.tickets_sold
+        if available <= 0:
+            raise SoldOutError(extra={"tickets_available": 0})
+        if available < quantity:
+            raise InsufficientTicketsError(
+                f"Only {available} ticket(s) left.", extra={"tickets_available": available}
+            )
+        if event.max_tickets_per_user:
+            held = Order.objects.filter(
+                user_id=user_id, event_id=event_id, status=Order.Status.CONFIRMED
+            ).aggregate(n=Sum("quantity"))["n"] or 0
+            if held + quantity > event.max_tickets_per_user:
+                raise PurchaseLimitError(extra={"tickets_allowed": event.max_tickets_per_user - held})
+        order = Order.objects.create(
+            user_id=user_id, event_id=event_id, quantity=quantity,
+            status=Order.Status.CONFIRMED, finalized_at=now,
+        )
+        Ticket.objects.create(order=order, user_id=user_id, event_id=event_id, quantity=quantity)
+        Event.objects.filter(pk=event_id).update(tickets_sold=F("tickets_sold") + quantity)
+    return order
+
+
+class NaivePurchaseApi(APIView):
+    permission_classes = [IsBuyer]
+    throttle_classes = [PurchaseRateThrottle]
+
+    def post(self, request, event_id: int):
+        serializer = s.PurchaseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        order = purchase_commit_naive(
+            user_id=request.user.id, event_id=event_id, quantity=serializer.validated_data["quantity"]
+        )
+        return Response(s.OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED)

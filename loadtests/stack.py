@@ -1,0 +1,293 @@
+"""The benchmark's own stack: database, Redis DB, gunicorn and Celery subprocesses, meters.
+
+Everything here is private to the benchmark: a database of its own (dropped and
+recreated), a Redis database number of its own (FLUSHDB of that number only), servers
+on free loopback ports. Processes are started in their own session and stopped by
+process group id, never by name.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DB_NAME = "bench_ticketing"
+REDIS_DB = 10
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+
+
+def bench_env(metrics_dir: str) -> dict[str, str]:
+    """Environment of every process of the run (the orchestrator's own included)."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "core.settings",
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "THROTTLE_PURCHASE_RATE": "1000000/min",
+        "THROTTLE_LOGIN_RATE": "1000000/min",
+        "THROTTLE_REGISTER_RATE": "1000000/min",
+        "LOG_LEVEL": "WARNING",
+        # Logins happen before the measurements; PBKDF2's 1M iterations would make the
+        # preparation of a few hundred buyers take minutes of CPU on 2 cores.
+        "DJANGO_PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
+        "JWT_ACCESS_LIFETIME_SECONDS": "7200",
+        # As `make run` and docker-compose: metrics shared through files.
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def database_recreate() -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def database_drop() -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+
+
+def redis_flush() -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only, never FLUSHALL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """gunicorn and Celery processes of the benchmark, with their logs in `log_dir`."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def _start(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None) -> str:
+        """Start gunicorn with the product's gunicorn.conf.py; return its base URL."""
+        env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
+        self._start(name, [
+            str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        ], env)
+        base_url = f"http://127.0.0.1:{port}"
+        self.wait_until(lambda: self._answers(base_url + "/health/"), f"{name} to answer")
+        return base_url
+
+    def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
+        """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
+        process = self._start(name, [
+            str(BIN / "celery"), "-A", "workers", "worker", "--loglevel=WARNING",
+            f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "-Q", "purchases,default",
+        ])
+        self.wait_until(lambda: len(self.children(name)) >= concurrency, f"{name} pool")
+        return process
+
+    def children(self, name: str) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.processes[name].pid).children()
+        except (psutil.NoSuchProcess, KeyError):
+            return []
+
+    def _answers(self, url: str) -> bool:
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def alive(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    @staticmethod
+    def wait_until(predicate, what: str, timeout: float = 60.0, interval: float = 0.05) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(interval)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+
+class Meter(threading.Thread):
+    """Sample peak RSS of every stack process, and CPU time of everything that matters.
+
+    Roles: the processes started by the Stack (and their children) under their own
+    names; PostgreSQL and Redis servers by name (read only); the load generator.
+    """
+
+    def __init__(self, stack: Stack, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.stack, self.interval = stack, interval
+        self.peak_rss: dict[int, dict] = {}  # pid -> {"role", "name", "rss_mb"}
+        self.extra: dict[str, int] = {}  # role -> pid (load generators)
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._cache: dict[int, psutil.Process] = {}
+
+    def processes(self) -> list[tuple[str, str, psutil.Process]]:
+        found = []
+        for name, popen in list(self.stack.processes.items()):
+            try:
+                root = self._proc(popen.pid)
+                kind = "celery" if "worker" in name else "gunicorn"
+                found.append((f"{kind} master", name, root))
+                found += [(f"{kind} child", name, self._proc(c.pid)) for c in root.children()]
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def _proc(self, pid: int) -> psutil.Process:
+        if pid not in self._cache:
+            self._cache[pid] = psutil.Process(pid)
+        return self._cache[pid]
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            for role, name, process in self.processes():
+                try:
+                    rss = process.memory_info().rss / 2**20
+                except psutil.NoSuchProcess:
+                    continue
+                with self._lock:
+                    entry = self.peak_rss.setdefault(
+                        process.pid, {"name": name, "role": role, "pid": process.pid, "rss_mb": 0.0}
+                    )
+                    entry["rss_mb"] = max(entry["rss_mb"], round(rss, 1))
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def cpu_snapshot(self, loadgen_pid: int | None = None) -> dict[str, float]:
+        """CPU seconds so far, by role: api, worker, postgres, redis, loadgen."""
+        totals: dict[str, float] = {}
+
+        def add(role, process):
+            try:
+                times = process.cpu_times()
+                totals[role] = totals.get(role, 0.0) + times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+
+        for role, _name, process in self.processes():
+            add("worker" if role.startswith("celery") else "api", process)
+        for process in psutil.process_iter(["name"]):
+            pname = process.info["name"] or ""
+            if pname.startswith("postgres"):
+                add("postgres", process)
+            elif pname.startswith("redis-server"):
+                add("redis", process)
+        if loadgen_pid:
+            add("loadgen", psutil.Process(loadgen_pid))
+        machine = psutil.cpu_times()
+        totals["machine"] = machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal
+        return totals
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used per role over `seconds` (1.0 = one core busy all the time).
+
+    "machine" is every process of the host; "other" what none of the roles explains
+    (other work on the machine, short-lived processes): a large one means noise.
+    """
+    if seconds <= 0:
+        return {}
+    used = {role: round(max(0.0, after.get(role, 0.0) - before.get(role, 0.0)) / seconds, 2)
+            for role in sorted(set(before) | set(after))}
+    known = sum(v for k, v in used.items() if k != "machine")
+    used["other"] = round(max(0.0, used.get("machine", 0.0) - known), 2)
+    return used
+
+
+def tmp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+class LockSampler(threading.Thread):
+    """Count PostgreSQL backends of the benchmark database waiting on a lock (pg_stat_activity)."""
+
+    QUERY = """
+        SELECT wait_event, left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+        FROM pg_stat_activity
+        WHERE datname = %s AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+    """
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples = 0
+        self.times: list[float] = []
+        self.waiting: list[int] = []
+        self.by_query: dict[str, int] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=DB_NAME, autocommit=True) as conn:
+            while not self._halt.wait(self.interval):
+                rows = conn.execute(self.QUERY, [DB_NAME]).fetchall()
+                self.samples += 1
+                self.times.append(time.time())
+                self.waiting.append(len(rows))
+                for wait_event, query in rows:
+                    key = f"{wait_event}: {query}"
+                    self.by_query[key] = self.by_query.get(key, 0) + 1
+
+    def stop(self) -> dict:
+        self._halt.set()
+        self.join(timeout=2)
+        waiting = self.waiting or [0]
+        return {
+            "samples": self.samples,
+            "share_of_samples_with_waiters": round(sum(1 for n in waiting if n) / len(waiting), 3),
+            "max_waiting_backends": max(waiting),
+            "mean_waiting_backends": round(sum(waiting) / len(waiting), 2),
+            "top_waits": dict(sorted(self.by_query.items(), key=lambda kv: -kv[1])[:5]),
+            "_timeline": {"t": self.times, "waiting": self.waiting},
+        }
