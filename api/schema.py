@@ -1,6 +1,9 @@
 """OpenAPI details drf-spectacular cannot infer: our JWT scheme and the error shape."""
+from functools import cache
+
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
 
 _DESCRIPTIONS = {
     400: "Invalid input (`code` `invalid` with field `errors`, or `malformed_request`).",
@@ -8,7 +11,7 @@ _DESCRIPTIONS = {
     "(`not_authenticated`, `token_not_valid`, `token_revoked`, `bad_authorization_header`, "
     "`no_active_account`, `authentication_failed`).",
     403: "The caller's role may not do this (`permission_denied`).",
-    404: "No such resource, or not yours (`not_found`).",
+    404: "No such resource or page, or not yours (`not_found`).",
     409: "Refused: `sold_out`, `insufficient_tickets`, `limit_exceeded`, `sale_not_open`, "
     "`request_in_progress`, `order_not_cancellable`, `event_has_sales`, "
     "`total_below_committed`.",
@@ -24,6 +27,23 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     from api.serializers import ErrorSerializer
 
     return {code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code]) for code in codes}
+
+
+@cache
+def paginated(item_serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """Describe one page of `api.pagination.PageNumberPagination` around `item_serializer`.
+
+    Our list views are plain APIViews, which drf-spectacular documents as bare arrays;
+    what they answer is `{count, next, previous, results}`.
+    """
+    name = "Paginated" + item_serializer.__name__.removesuffix("Serializer") + "List"
+    fields = {
+        "count": serializers.IntegerField(min_value=0),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": item_serializer(many=True),
+    }
+    return type(name, (serializers.Serializer,), fields)
 
 
 class ProjectJWTScheme(SimpleJWTScheme):

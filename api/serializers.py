@@ -6,18 +6,19 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from rest_framework import parsers, serializers
-from rest_framework.exceptions import ParseError
+from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.models import Event, Order, User
 
 MAX_TOTAL_TICKETS = 1_000_000
 # Every C0/C1 control character, tab and newline included: names and venues are one line.
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# So are the Unicode line and paragraph separators, and the bidirectional overrides and
+# isolates, which make a name display as something else ("Trojan Source" spoofing).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -31,17 +32,25 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, but over-deep nesting is a malformed body, not a server error.
+class StrictCharField(serializers.CharField):
+    """A string that must arrive as a JSON string: no numbers coerced into text."""
 
-    (The default parser; it lives here because it is about the form of input.)
+    default_error_messages = {"invalid": "A JSON string is required."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class UsernameField(StrictCharField):
+    """A username, NFKC-normalized as Django's own forms do.
+
+    Without it "ａｄｍｉｎ" (fullwidth) would be an account of its own beside "admin".
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError("JSON parse error - the body is nested too deeply.") from None
+    def to_internal_value(self, data):
+        return User.normalize_username(super().to_internal_value(data))
 
 
 def no_control_characters(value: str) -> None:
@@ -58,20 +67,22 @@ def role_claims(token, user: User) -> None:
 
 
 class RegisterInputSerializer(serializers.Serializer):
-    username = serializers.CharField(
+    username = UsernameField(
         max_length=150,
         validators=[
             get_user_model().username_validator,
+            # Case-insensitive: "Admin" or "ALICE" must not pass for an existing "admin"
+            # or "alice". (Login stays exact, as Django's backend is.)
             UniqueValidator(
-                queryset=User.objects.all(), message="A user with that username already exists."
+                queryset=User.objects.all(),
+                lookup="iexact",
+                message="A user with that username already exists.",
             ),
         ],
     )
-    password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
+    password = StrictCharField(write_only=True, max_length=128, trim_whitespace=False)
     role = serializers.ChoiceField(choices=User.Role.choices, default=User.Role.USER)
-    admin_code = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=128
-    )
+    admin_code = StrictCharField(write_only=True, required=False, allow_blank=True, max_length=128)
 
     def validate(self, attrs):
         try:
@@ -90,6 +101,15 @@ class UserOutputSerializer(serializers.ModelSerializer):
 class TokenObtainSerializer(TokenObtainPairSerializer):
     """Login: the access token carries the caller's role."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The password exactly as registered (simplejwt's field strips surrounding spaces,
+        # which locked out whoever chose them); the username normalized as at registration.
+        self.fields[self.username_field] = UsernameField(write_only=True)
+        self.fields["password"] = StrictCharField(
+            write_only=True, trim_whitespace=False, style={"input_type": "password"}
+        )
+
     @classmethod
     def get_token(cls, user):
         token = super().get_token(user)
@@ -100,7 +120,7 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
 class TokenRefreshSerializer(serializers.Serializer):
     """Rotate a refresh token; the new access token carries the user's current role."""
 
-    refresh = serializers.CharField()
+    refresh = StrictCharField()
     access = serializers.CharField(read_only=True)
 
     def validate(self, attrs):
@@ -126,8 +146,11 @@ class TokenPairOutputSerializer(serializers.Serializer):
     refresh = serializers.CharField()
 
 
-class LogoutInputSerializer(serializers.Serializer):
-    refresh = serializers.CharField()
+class LogoutInputSerializer(TokenBlacklistSerializer):
+    """Logout: the refresh token to blacklist."""
+
+    # simplejwt's view uses it through SIMPLE_JWT["TOKEN_BLACKLIST_SERIALIZER"].
+    refresh = StrictCharField(write_only=True)
 
 
 # --- Events ------------------------------------------------------------------------
@@ -157,11 +180,11 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 
 class EventInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, validators=[no_control_characters])
-    description = serializers.CharField(
+    name = StrictCharField(max_length=200, validators=[no_control_characters])
+    description = StrictCharField(
         max_length=5000, required=False, allow_blank=True, trim_whitespace=False
     )
-    venue = serializers.CharField(
+    venue = StrictCharField(
         max_length=200, required=False, allow_blank=True, validators=[no_control_characters]
     )
     date = serializers.DateTimeField()

@@ -12,7 +12,7 @@ from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairVi
 from api import serializers as s
 from api.pagination import PageNumberPagination
 from api.permissions import IsAdmin, IsAdminOrReadOnly, IsBuyer
-from api.schema import errors
+from api.schema import errors, paginated
 from api.throttles import LoginRateThrottle, PurchaseRateThrottle, RegisterRateThrottle
 from core import selectors
 from core.exceptions import ApplicationError
@@ -52,7 +52,7 @@ class RegisterApi(APIView):
 
     @extend_schema(
         request=s.RegisterInputSerializer,
-        responses={201: s.UserOutputSerializer, **errors(400, 403, 429)},
+        responses={201: s.UserOutputSerializer, **errors(400, 401, 403, 429)},
         summary="Create an account (an Admin needs an Admin caller or the signup code)",
     )
     def post(self, request):
@@ -108,8 +108,9 @@ class EventListCreateApi(APIView):
     permission_classes = [IsAdminOrReadOnly]
 
     @extend_schema(
+        operation_id="events_list",
         parameters=[s.EventListQuerySerializer],
-        responses={200: s.EventOutputSerializer(many=True), **errors(400, 401)},
+        responses={200: paginated(s.EventOutputSerializer), **errors(400, 401, 404)},
         summary="List events (filter upcoming/past, search by name, order by date)",
     )
     def get(self, request):
@@ -244,8 +245,9 @@ class PurchaseCreateApi(APIView):
 
 class OrderListApi(APIView):
     @extend_schema(
+        operation_id="orders_list",
         parameters=[s.OrderListQuerySerializer],
-        responses={200: s.OrderOutputSerializer(many=True), **errors(400, 401)},
+        responses={200: paginated(s.OrderOutputSerializer), **errors(400, 401, 404)},
         summary="List your orders, newest first (Admins: all, filter by event and status)",
     )
     def get(self, request):

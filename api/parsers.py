@@ -1,0 +1,43 @@
+"""The one request parser: JSON, strictly. Hostile bodies are 400s, never server errors."""
+import codecs
+
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.utils import json
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """Build a JSON object, refusing a key given twice.
+
+    Parsers disagree about `{"quantity": 1, "quantity": 9}` (first wins, last wins,
+    error), so a proxy, a log or a client library may read one value while we act on
+    the other.
+    """
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ParseError(f"JSON parse error - duplicate key {key!r}.")
+        obj[key] = value
+    return obj
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser with two more refusals: over-deep nesting and duplicate keys.
+
+    NaN and Infinity are refused as in DRF (`STRICT_JSON`); Django checks the body's size
+    (`DATA_UPLOAD_MAX_MEMORY_SIZE`) before any of this runs. Override `parse` only to
+    accept more; everything refused here is a 400 `malformed_request`.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = parsers.get_encoding(parser_context or {})
+        try:
+            return json.load(
+                codecs.getreader(encoding)(stream),
+                parse_constant=json.strict_constant if self.strict else None,
+                object_pairs_hook=_object_without_duplicate_keys,
+            )
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
