@@ -9,6 +9,11 @@ backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 keepalive = 5
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+# Trust X-Forwarded-* only when a proxy is declared (as Django does), never by default.
+forwarded_allow_ips = os.environ.get(
+    "FORWARDED_ALLOW_IPS",
+    "127.0.0.1,::1" if int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0") or 0) else "",
+)
 
 
 def child_exit(server, worker):

@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     409: "Refused: `sold_out`, `insufficient_tickets`, `limit_exceeded`, `sale_not_open`, "
     "`request_in_progress`, `order_not_cancellable`, `event_has_sales`, "
     "`total_below_committed`.",
+    415: "The body is not JSON (`unsupported_media_type`).",
     422: "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
     429: "Rate limited (`throttled`); see Retry-After.",
     503: "A dependency is down; nothing was done (`database_unavailable`, "

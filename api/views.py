@@ -279,10 +279,11 @@ class OrderDetailApi(APIView):
 class OrderCancelApi(APIView):
     @extend_schema(
         request=None,
-        responses={200: s.OrderOutputSerializer, **errors(401, 404, 409)},
+        responses={200: s.OrderOutputSerializer, **errors(400, 401, 404, 409, 415)},
         summary="Cancel a confirmed order; the tickets go back on sale",
     )
     def post(self, request, order_id: int):
+        request.data  # noqa: B018  a body, if any, must parse: malformed input is refused
         order = order_cancel(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )

@@ -3,7 +3,7 @@ from django.contrib.auth.models import AbstractUser, UserManager as BaseUserMana
 from django.db import models
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db.models import F, Q
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower, Upper
 
 
 class UserManager(BaseUserManager):
@@ -21,6 +21,13 @@ class User(AbstractUser):
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.USER)
 
     objects = UserManager()
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+        constraints = [
+            # "Bob" and "bob" are one account, even when both register at once.
+            models.UniqueConstraint(Lower("username"), name="user_username_ci_unique"),
+        ]
 
     @property
     def is_admin(self) -> bool:

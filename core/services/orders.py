@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from core.exceptions import OrderNotCancellableError
@@ -15,6 +15,28 @@ from core.stock import new_operation_id, stock_operation_begin, stock_release
 logger = logging.getLogger(__name__)
 
 REJECT_REASON_STOCK = "Not enough tickets left when the order was processed."
+REJECT_REASON_LIMIT = "The per-user ticket limit for this event would be exceeded."
+
+
+def _held_by_buyers(*, event: Event, user_ids: set[int]) -> dict[int, int]:
+    """Tickets each buyer already holds (confirmed) for the event, if it has a limit."""
+    if not event.max_tickets_per_user:
+        return {}
+    return dict(
+        Order.objects.filter(event_id=event.pk, status=Order.Status.CONFIRMED, user_id__in=user_ids)
+        .values_list("user_id")
+        .annotate(n=Sum("quantity"))
+        .order_by()
+    )
+
+
+def _refusal(quantity: int, available: int, held: dict, user_id: int, limit: int | None) -> str:
+    """Why PostgreSQL refuses an order ('' if it does not): the gate can have been lost."""
+    if quantity > available:
+        return REJECT_REASON_STOCK
+    if limit and held.get(user_id, 0) + quantity > limit:
+        return REJECT_REASON_LIMIT
+    return ""
 
 
 @dataclass
@@ -75,32 +97,32 @@ def _orders_commit_locked(
     if not rows:
         return result, []
     available = event.total_tickets - event.tickets_sold
+    held = _held_by_buyers(event=event, user_ids={row[1] for row in rows})
     now = timezone.now()
     tickets, released, sold = [], [], 0
+    rejected: dict[str, list[int]] = {}
     for order_id, user_id, quantity, created_at in rows:
         result.latencies.append((now - created_at).total_seconds())
-        if quantity <= available:
-            available -= quantity
-            sold += quantity
-            result.confirmed.append(order_id)
-            tickets.append(
-                Ticket(order_id=order_id, user_id=user_id, event_id=event_id, quantity=quantity)
-            )
-        else:
+        reason = _refusal(quantity, available, held, user_id, event.max_tickets_per_user)
+        if reason:
+            rejected.setdefault(reason, []).append(order_id)
             result.rejected.append(order_id)
             released.append((user_id, quantity))
+            continue
+        available -= quantity
+        sold += quantity
+        held[user_id] = held.get(user_id, 0) + quantity
+        result.confirmed.append(order_id)
+        tickets.append(Ticket(order_id=order_id, user_id=user_id, event_id=event_id, quantity=quantity))
     if tickets:
         Ticket.objects.bulk_create(tickets)
         Order.objects.filter(pk__in=result.confirmed).update(
             status=Order.Status.CONFIRMED, finalized_at=now, updated_at=now
         )
         Event.objects.filter(pk=event_id).update(tickets_sold=F("tickets_sold") + sold)
-    if result.rejected:
-        Order.objects.filter(pk__in=result.rejected).update(
-            status=Order.Status.REJECTED,
-            reason=REJECT_REASON_STOCK,
-            finalized_at=now,
-            updated_at=now,
+    for reason, order_ids_ in rejected.items():
+        Order.objects.filter(pk__in=order_ids_).update(
+            status=Order.Status.REJECTED, reason=reason, finalized_at=now, updated_at=now
         )
     return result, released
 

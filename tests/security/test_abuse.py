@@ -239,14 +239,9 @@ def test_the_login_rate_limit_holds_across_api_processes(start, buyer):
     assert len(serving_pids(live, "/login/")) == 2
 
 
-# --- A known gap, kept visible -------------------------------------------------------
+# --- The limit holds in PostgreSQL too, when the gate forgot a reservation ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The per-user limit is enforced by the Redis gate only: orders_commit "
-    "(core/services/orders.py) re-checks stock, not the limit; see docs/security.md",
-)
 def test_the_per_user_limit_survives_redis_losing_the_gate_during_a_purchase(
     buyer, make_event, monkeypatch
 ):

@@ -514,11 +514,6 @@ def test_a_cancel_ignores_a_well_formed_body(world, raw, content_type):
     assert (order.status, order.quantity) == ("cancelled", 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OrderCancelApi.post never reads request.data, so its body is not parsed "
-    "(docs/security.md)",
-)
 @pytest.mark.parametrize(
     "raw, content_type, status, code",
     [

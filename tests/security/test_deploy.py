@@ -310,7 +310,7 @@ PATTERNS = {
 ALLOWED = {
     # docker-compose.yml: the documented, public placeholder for local `docker compose up`;
     # any real deployment sets DJANGO_SECRET_KEY (README, docs/security.md).
-    "change-me-in-production-this-placeholder-is-public-and-only-for-local-compose-use",
+    "django-insecure-compose-placeholder-public-set-DJANGO_SECRET_KEY-before-any-real-use",
     # core/settings.py: used only when DJANGO_DEBUG=1 and no key is given.
     "insecure-development-key-only-used-with-debug-on",
     # tests/settings.py: the test suite's key.
