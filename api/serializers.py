@@ -156,27 +156,22 @@ class LogoutInputSerializer(TokenBlacklistSerializer):
 # --- Events ------------------------------------------------------------------------
 
 
-class EventOutputSerializer(serializers.ModelSerializer):
+class EventOutputSerializer(serializers.Serializer):
+    # Plain (not Model) serializers for output: a ModelSerializer introspects the model
+    # on every instantiation, ~150 us of each read and purchase response.
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    venue = serializers.CharField(read_only=True)
+    date = serializers.DateTimeField(read_only=True)
+    total_tickets = serializers.IntegerField(read_only=True)
+    tickets_sold = serializers.IntegerField(read_only=True)
     tickets_available = serializers.IntegerField(read_only=True)
-
-    class Meta:
-        model = Event
-        fields = [
-            "id",
-            "name",
-            "description",
-            "venue",
-            "date",
-            "total_tickets",
-            "tickets_sold",
-            "tickets_available",
-            "sale_starts_at",
-            "sale_ends_at",
-            "max_tickets_per_user",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields
+    sale_starts_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    sale_ends_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    max_tickets_per_user = serializers.IntegerField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
 
 
 class EventInputSerializer(serializers.Serializer):
@@ -251,20 +246,15 @@ class PurchaseInputSerializer(serializers.Serializer):
         ]
 
 
-class OrderOutputSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Order
-        fields = [
-            "id",
-            "status",
-            "event",
-            "quantity",
-            "reason",
-            "created_at",
-            "updated_at",
-            "finalized_at",
-        ]
-        read_only_fields = fields
+class OrderOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    status = serializers.ChoiceField(choices=Order.Status.choices, read_only=True)
+    event = serializers.IntegerField(source="event_id", read_only=True)
+    quantity = serializers.IntegerField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    finalized_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
 class OrderListQuerySerializer(serializers.Serializer):
