@@ -126,13 +126,19 @@ def run_once(ctx, run: dict) -> None:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median over runs of every number of the last run's shape (min and max beside it)."""
+    """Median over runs of every number; a key some runs lack (an outcome that happened in
+    one run only) takes the median of the runs that have it."""
     def walk(values: list):
-        first = values[0]
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        first = present[0]
         if isinstance(first, dict):
-            return {k: walk([v.get(k) for v in values]) for k in first if not k.startswith("_")}
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(values) > 1 and len(numbers) == len(values) and len(set(numbers)) > 1:
+            dicts = [v for v in present if isinstance(v, dict)]
+            keys = dict.fromkeys(k for d in dicts for k in d if not k.startswith("_"))
+            return {k: walk([d.get(k) for d in dicts]) for k in keys}
+        numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(present) > 1 and len(numbers) == len(present) and len(set(numbers)) > 1:
             return round(statistics.median(numbers), 3)
         return first
 
