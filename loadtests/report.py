@@ -123,6 +123,7 @@ def markdown(results: dict) -> str:
     for row in goals(results):
         lines.append(f"| {row['goal']} | {row['target']} | {row['measured']} | **{row['verdict']}** {row['margin']} |")
     lines += [""]
+    lines += _limits_section(results)
     if s:
         lines += _steady_table("## a. Floor: authenticated `GET /events/<id>/`", s["floor"])
         lines += _steady_table("## a′. Accept path: purchases that are all accepted (no polling)", s["accept"])
@@ -140,6 +141,49 @@ def markdown(results: dict) -> str:
               "![Latency percentiles per outcome](latency_percentiles.png)", "",
               "![Commit throughput from a backlog](scale_out.png)", "", "## Method", "", METHOD]
     return "\n".join(lines) + "\n"
+
+
+def _api_ms_per_request(data: dict, rps_key: str) -> float | None:
+    """Milliseconds of API CPU per request: API cores busy / requests per second."""
+    cores, rps = _get(data, "cpu_cores.api"), _get(data, rps_key)
+    return round(cores / rps * 1000, 2) if cores and rps else None
+
+
+def _limits_section(results: dict) -> list[str]:
+    """For each missed goal, what the same run says limits it (profiles: --profile, bottlenecks.md)."""
+    s = results.get("summary") or {}
+    missed = {row["goal"] for row in goals(results) if row["verdict"] == "MISS"}
+    if not s or not missed:
+        return []
+    sale, naive = s.get("sale") or {}, s.get("naive") or {}
+    floor_ms = _api_ms_per_request(s.get("floor") or {}, "rps")
+    lines = ["### What limits the missed goals", ""]
+    if any("tickets sold out" in goal for goal in missed):
+        total = round((_get(sale, "all_rps_in_sale_window") or 0) * (_get(sale, "sale_window_s") or 0))
+        lines.append(
+            f"- **Sale duration** is bound by the API's request rate: the sale took about {total:,} requests "
+            f"(purchases and one poll per order) at {_get(sale, 'all_rps_in_sale_window')} req/s, with the API "
+            f"processes busy {_get(sale, 'cpu_cores.api')} cores "
+            f"({_api_ms_per_request(sale, 'all_rps_in_sale_window')} ms of API CPU per request; the floor GET "
+            f"costs {floor_ms} ms) and the load generator {_get(sale, 'cpu_cores.loadgen')}, on "
+            f"{results['machine']['cpus']} cores. The commit side was not the limit: workers busy "
+            f"{_get(sale, 'cpu_cores.worker')} cores, accept → final p50 "
+            f"{_get(sale, 'commit.accept_to_final_p50_ms')} ms, last order final "
+            f"{round((_get(sale, 'all_final_after_open_s') or 0) - (_get(sale, 'sold_out_after_open_s') or 0), 3)} s "
+            "after the last ticket was sold.")
+    if any("naive" in goal for goal in missed):
+        waits = _get(naive, "pg_lock_waits.share_of_samples_with_waiters")
+        lines.append(
+            f"- **Queued vs naive**: the naive design was not held up by its row lock (waiters in "
+            f"{round((waits or 0) * 100)}% of samples, at most {_get(naive, 'pg_lock_waits.max_waiting_backends')} "
+            f"waiting backend) but by API CPU, like the queued design: {_api_ms_per_request(naive, 'purchase_rps_in_sale_window')} "
+            f"ms of API CPU per naive purchase against {_api_ms_per_request(sale, 'purchase_rps_in_sale_window')} "
+            "ms per queued purchase including its poll. With as many API processes as cores, at most that many "
+            "naive transactions queue on the event row; the queued design's advantage, refusing without SQL, "
+            "shows in the sold-out path, not in the accepted one.")
+    lines += ["", "Profiles (`--profile`, py-spy) and what-ifs: [bottlenecks.md](bottlenecks.md), "
+              "[profiles.md](profiles.md).", ""]
+    return lines
 
 
 def _sale_section(s: dict) -> list[str]:
