@@ -24,6 +24,10 @@ ADMIN_PREFIX = "loadtest-admin-"
 def setup_django() -> None:
     """Configure Django from the environment (call once, before any other function)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        # Only rows are written here (tokens come from /login/), so no key is needed: run as
+        # `make run` does rather than refuse to start.
+        os.environ.setdefault("DJANGO_DEBUG", "1")
     import django
 
     django.setup()
