@@ -8,10 +8,7 @@ process group id, never by name.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,10 +17,9 @@ from pathlib import Path
 import psutil
 import psycopg
 import redis
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from loadtests.processes import ROOT, ProcessGroup, free_port  # noqa: F401 (ROOT, free_port: re-exported)
+
 DB_NAME = "bench_ticketing"
 REDIS_DB = 10
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -69,91 +65,22 @@ def redis_flush() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only, never FLUSHALL
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Stack:
+class Stack(ProcessGroup):
     """gunicorn and Celery processes of the benchmark, with their logs in `log_dir`."""
 
     def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env = {**os.environ, **env}
-        self.log_dir = log_dir
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def _start(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
-        return process
+        super().__init__({**os.environ, **env}, log_dir)
 
     def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None) -> str:
         """Start gunicorn with the product's gunicorn.conf.py; return its base URL."""
         env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
-        self._start(name, [
-            str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
-            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        ], env)
-        base_url = f"http://127.0.0.1:{port}"
-        self.wait_until(lambda: self._answers(base_url + "/health/"), f"{name} to answer")
-        return base_url
+        return self.start_gunicorn(name, port=port, workers=workers, env=env)
 
     def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
         """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
-        process = self._start(name, [
-            str(BIN / "celery"), "-A", "workers", "worker", "--loglevel=WARNING",
-            f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip",
-            "--without-mingle", "--without-heartbeat", "-Q", "purchases,default",
-        ])
-        self.wait_until(lambda: len(self.children(name)) >= concurrency, f"{name} pool")
-        return process
-
-    def children(self, name: str) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.processes[name].pid).children()
-        except (psutil.NoSuchProcess, KeyError):
-            return []
-
-    def _answers(self, url: str) -> bool:
-        try:
-            return requests.get(url, timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def alive(self, name: str) -> bool:
-        process = self.processes.get(name)
-        return process is not None and process.poll() is None
-
-    @staticmethod
-    def wait_until(predicate, what: str, timeout: float = 60.0, interval: float = 0.05) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(interval)
-        raise TimeoutError(f"timed out waiting for {what}")
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+        return self.start_celery_worker(
+            name, concurrency=concurrency, extra_args=("--without-heartbeat", "-Q", "purchases,default"),
+        )
 
 
 class Meter(threading.Thread):

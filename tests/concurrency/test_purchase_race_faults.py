@@ -56,13 +56,13 @@ def test_worker_killed_while_committing_loses_nothing(stack, buyers, make_event)
     blocker.execute("SELECT id FROM core_event WHERE id = %s FOR NO KEY UPDATE", [event.pk])
     thread, results = _sale_in_background(stack, event.pk, tokens, 500)
     stack.wait_until(lambda: _waiting_on_lock(observer) >= 1, "a commit blocked on the row lock")
-    children = stack.pool_children("worker")
+    children = stack.children("worker")
     for child in children:
         child.send_signal(signal.SIGKILL)
     blocker.rollback()
     thread.join()
     stack.wait_until(
-        lambda: {c.pid for c in stack.pool_children("worker")} - {c.pid for c in children},
+        lambda: {c.pid for c in stack.children("worker")} - {c.pid for c in children},
         "replacement pool processes",
     )
     wait_until_no_pending(event.pk)

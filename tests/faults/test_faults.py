@@ -40,7 +40,7 @@ def test_worker_killed_with_sigkill_inside_the_commit(make_sale, reliability_row
     blocker.execute("SELECT id FROM core_event WHERE id = %s FOR NO KEY UPDATE", [sale.event_id])
     thread = sale.start(REQUESTS)
     sale.live.wait_until(lambda: _lock_waiters(observer) >= 1, "a commit inside its transaction")
-    killed = sale.live.pool_children("worker")
+    killed = sale.live.children("worker")
     for child in killed:
         child.send_signal(signal.SIGKILL)
     blocker.rollback()

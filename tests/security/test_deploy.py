@@ -188,7 +188,7 @@ def production_api(transactional_db, tmp_path):
         live = LiveStack(tmp_path / str(len(stacks)), env=env)
         for name in ("DJANGO_SECURE_COOKIES", "DJANGO_PASSWORD_HASHERS"):  # tests/settings.py's
             live.env.pop(name, None)
-        live.tmp_path.mkdir()
+        live.log_dir.mkdir()
         stacks.append(live)
         live.start_api(workers=1)
         return live
