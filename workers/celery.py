@@ -34,6 +34,14 @@ app.conf.update(
         "visibility_timeout": 60,
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
+        # Connecting a producer (the API's publish of a commit task): one immediate retry,
+        # then the error. kombu's default retries for about 6 s, holding an API worker
+        # while the buyer waits for a 503 anyway. Workers reconnect their consumer under
+        # broker_connection_retry, which these do not limit.
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
     },
     worker_prefetch_multiplier=1,
     task_queues=[Queue(PURCHASES_QUEUE), Queue(DEFAULT_QUEUE)],

@@ -27,12 +27,13 @@ class Sale:
     tokens: list[str]
     results: list = field(default_factory=list)
 
+    def purchase(self, i: int) -> tuple[str, dict, dict]:
+        """The i-th purchase request of the sale: (path, body, headers)."""
+        return (f"/events/{self.event_id}/purchase/", {"quantity": 1 + i % 2},
+                {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}"})
+
     def start(self, count: int, concurrency: int = 32) -> threading.Thread:
-        requests_ = [
-            (f"/events/{self.event_id}/purchase/", {"quantity": 1 + i % 2},
-             {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}"})
-            for i in range(count)
-        ]
+        requests_ = [self.purchase(i) for i in range(count)]
         thread = threading.Thread(
             target=lambda: self.results.extend(fire(self.live.base_url, requests_, concurrency=concurrency))
         )

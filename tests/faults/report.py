@@ -12,7 +12,7 @@ FAULTS = {
     "redis_restart": "Redis restarted empty mid-sale (gate keys and queued messages gone)",
     "pg_terminate": "PostgreSQL connections terminated (`pg_terminate_backend`) repeatedly mid-sale",
     "pg_unreachable": "PostgreSQL unreachable for the API for 2 s mid-sale",
-    "broker_unreachable": "The broker unreachable for the API and workers for 10 s as the sale opens",
+    "broker_unreachable": "The broker unreachable for the API and workers for 4 s as the sale opens",
     "duplicate_delivery": "Every commit task delivered twice or more, two workers committing the same orders",
     "two_beats": "Two beat processes scheduling every periodic task",
 }
@@ -51,7 +51,7 @@ PROMISES = """\
 | Worker killed | Nothing: its messages are redelivered, the pool replaces the process. |
 | Redis lost or restarted | Nothing: gates are rebuilt, stale orders re-queued within `ORDER_PENDING_RETRY_SECONDS`. Token revocations younger than the access-token lifetime are lost; revoke again if one was made in that window. |
 | PostgreSQL connections killed or unreachable | Nothing: purchases answer 503 (`database_unavailable`) meanwhile, tasks retry with backoff. |
-| Broker unreachable | Nothing: purchases answer 503 (`queue_unavailable`) meanwhile; orders accepted just before are drained or re-queued. |
+| Broker unreachable | Nothing: purchases that must queue a commit answer 503 (`queue_unavailable`) at once meanwhile (the publisher retries once, it does not wait); orders accepted just before are drained or re-queued. |
 | Duplicate deliveries | Nothing. |
 | Two beats | Nothing; still, run one (each periodic job is single-flight through a lock). |
 """
