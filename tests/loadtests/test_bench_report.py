@@ -24,11 +24,27 @@ def test_a_missed_sale_goal_is_explained_with_the_figures_of_the_same_run():
 
 def test_no_section_when_every_goal_is_met():
     results = _results(all_final_after_open_s=5.0, sold_out_after_open_s=4.9)
-    summary = results["summary"]
-    summary["sale"]["purchase_rps_in_sale_window"] = summary["naive"]["purchase_rps_in_sale_window"] * 4
-    summary["sale"]["purchase_latency_in_sale_window"]["p99_ms"] = (
-        summary["naive"]["purchase_latency_in_sale_window"]["p99_ms"] / 4)
-    summary["flood"]["rps"] = summary["accept"]["rps"] = summary["floor"]["rps"] * 2
+    for run in [*results["runs"], results["summary"]]:
+        run["sale"]["purchase_rps_in_sale_window"] = run["naive"]["purchase_rps_in_sale_window"] * 4
+        run["sale"]["purchase_latency_in_sale_window"]["p99_ms"] = (
+            run["naive"]["purchase_latency_in_sale_window"]["p99_ms"] / 4)
+        run["flood"]["rps"] = run["accept"]["rps"] = run["floor"]["rps"] * 2
 
     assert [row for row in report.goals(results) if row["verdict"] == "MISS"] == []
     assert "What limits the missed goals" not in report.markdown(results)
+
+
+def test_a_ratio_goal_is_the_median_of_the_ratios_measured_within_each_run():
+    runs = [
+        {"floor": {"rps": 400.0}, "accept": {"rps": 180.0}},  # 0.45
+        {"floor": {"rps": 500.0}, "accept": {"rps": 260.0}},  # 0.52
+        {"floor": {"rps": 300.0}, "accept": {"rps": 240.0}},  # 0.80
+    ]
+    # The ratio of the medians (240 / 400 = 0.60) mixes two runs' machine states.
+    results = {"runs": runs, "summary": {"floor": {"rps": 400.0}, "accept": {"rps": 240.0}}}
+
+    row = next(r for r in report.goals(results) if r["goal"].startswith("Accept path"))
+
+    assert row["value"] == 0.52
+    assert row["verdict"] == "PASS"
+    assert "0.45, 0.52, 0.80" in row["measured"]
