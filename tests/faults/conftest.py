@@ -45,6 +45,12 @@ class Sale:
             lambda: Order.objects.filter(event_id=self.event_id).count() >= count, "the sale to run"
         )
 
+    def finish(self, thread: threading.Thread) -> dict:
+        """The fault is over now: let the requests end, then settle (recovery timed from now)."""
+        ended = time.monotonic()
+        thread.join()
+        return self.settle(ended)
+
     def settle(self, fault_ended: float, timeout: float = 90) -> dict:
         """Wait until every order is final and the gate agrees; return the figures."""
         wait_until_no_pending(self.event_id, timeout=timeout)

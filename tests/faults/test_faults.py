@@ -44,9 +44,7 @@ def test_worker_killed_with_sigkill_inside_the_commit(make_sale, reliability_row
     for child in killed:
         child.send_signal(signal.SIGKILL)
     blocker.rollback()
-    ended = time.monotonic()
-    thread.join()
-    row = sale.settle(ended)
+    row = sale.finish(thread)
     observer.close(), blocker.close()
     assert row["oversold"] == 0 and row["lost"] == 0
     assert row["tickets_sold"] == row["total"]
@@ -58,9 +56,7 @@ def test_redis_restarted_empty_mid_sale(make_sale, private_redis, reliability_ro
     thread = sale.start(REQUESTS)
     sale.wait_for_orders(40)
     private_redis.restart_empty()  # gate keys, queued and unacknowledged messages: gone
-    ended = time.monotonic()
-    thread.join()
-    row = sale.settle(ended)
+    row = sale.finish(thread)
     assert row["oversold"] == 0 and row["lost"] == 0
     assert row["tickets_sold"] == row["total"]
     reliability_rows["redis_restart"] = row
@@ -104,9 +100,7 @@ def test_postgres_unreachable_for_the_api_mid_sale(make_sale, reliability_rows):
         proxy.down()
         time.sleep(2)
         proxy.up()
-        ended = time.monotonic()
-        thread.join()
-        row = sale.settle(ended)
+        row = sale.finish(thread)
     finally:
         proxy.close()
     assert row["answers"].get("database_unavailable", 0) > 0
@@ -129,9 +123,7 @@ def test_broker_unreachable_at_enqueue_time(make_sale, private_redis, reliabilit
         thread = sale.start(REQUESTS)
         time.sleep(4)
         proxy.up()
-        ended = time.monotonic()
-        thread.join()
-        row = sale.settle(ended)
+        row = sale.finish(thread)
     finally:
         proxy.close()
     assert row["answers"].get("queue_unavailable", 0) > 0
