@@ -58,34 +58,34 @@ def goals(results: dict) -> list[dict]:
     s, scale = results.get("summary") or {}, results.get("scale_out") or {}
     rows = []
 
-    def add(goal, target_text, measured, measured_text, target, at_least):
+    def add(key, goal, target_text, measured, measured_text, target, at_least):
         verdict, margin = _verdict(measured, target, at_least=at_least)
-        rows.append({"goal": goal, "target": target_text, "measured": measured_text,
+        rows.append({"key": key, "goal": goal, "target": target_text, "measured": measured_text,
                      "value": measured, "verdict": verdict, "margin": margin})
 
-    add("Sold-out path vs floor (req/s)", "≥ 1.0×", *_ratio(results, "flood.rps", "floor.rps", "req/s"), 1.0, True)
-    add("Accept path vs floor (req/s)", "≥ 0.5×", *_ratio(results, "accept.rps", "floor.rps", "req/s"), 0.5, True)
+    add("sold_out_vs_floor", "Sold-out path vs floor (req/s)", "≥ 1.0×", *_ratio(results, "flood.rps", "floor.rps", "req/s"), 1.0, True)
+    add("accept_vs_floor", "Accept path vs floor (req/s)", "≥ 0.5×", *_ratio(results, "accept.rps", "floor.rps", "req/s"), 0.5, True)
     drain = _get(scale, "one_event/x2.orders_per_s")
     best = max((v["orders_per_s"] for v in scale.values()), default=None)
-    add("Workers commit from a backlog (one hot event, 2 processes)", f"≥ {COMMIT_GOAL:,} orders/s", drain,
+    add("backlog_commit", "Workers commit from a backlog (one hot event, 2 processes)", f"≥ {COMMIT_GOAL:,} orders/s", drain,
         f"{drain:,.0f} orders/s (best shape/processes: {best:,.0f})" if drain else "—", COMMIT_GOAL, True)
     final = _get(s, "sale.all_final_after_open_s")
     sold = _get(s, "sale.sold_out_after_open_s")
-    add(f"{_get(s, 'sale.tickets', 0):,} tickets sold out and every order final", f"≤ {FINAL_GOAL_S} s after opening",
+    add("sale_final", f"{_get(s, 'sale.tickets', 0):,} tickets sold out and every order final", f"≤ {FINAL_GOAL_S} s after opening",
         final, f"sold out {sold} s, all final {final} s" if final else "—", FINAL_GOAL_S, False)
-    add("Queued vs naive: purchase req/s during the sale", "≥ 3×",
+    add("naive_rps", "Queued vs naive: purchase req/s during the sale", "≥ 3×",
         *_ratio(results, "sale.purchase_rps_in_sale_window", "naive.purchase_rps_in_sale_window", "req/s"),
         3.0, True)
-    add("Queued vs naive: purchase p99 during the sale", "≤ 1/3 (0.33×)",
+    add("naive_p99", "Queued vs naive: purchase p99 during the sale", "≤ 1/3 (0.33×)",
         *_ratio(results, "sale.purchase_latency_in_sale_window.p99_ms",
                 "naive.purchase_latency_in_sale_window.p99_ms", "ms"), 1 / 3, False)
     broken, checked = results.get("invariant_broken"), bool(s)
-    rows.append({"goal": "Zero oversold / lost / pending; gate == total - sold", "target": "0 broken",
+    rows.append({"key": "invariants", "goal": "Zero oversold / lost / pending; gate == total - sold", "target": "0 broken",
                  "measured": "BROKEN (see top)" if broken else "all invariants held" if checked else "—",
                  "value": int(bool(broken)), "margin": "",
                  "verdict": "FAIL" if broken else "PASS" if checked else "n/a"})
     peak = max(results.get("peak_rss_mb") or [], key=lambda e: e["rss_mb"], default=None)
-    add("Peak RSS of each gunicorn / Celery process", f"< {RSS_LIMIT_MB} MB", peak and peak["rss_mb"],
+    add("peak_rss", "Peak RSS of each gunicorn / Celery process", f"< {RSS_LIMIT_MB} MB", peak and peak["rss_mb"],
         f"max {peak['rss_mb']} MB ({peak['name']}, {peak['role']})" if peak else "—", RSS_LIMIT_MB, False)
     return rows
 
@@ -140,10 +140,11 @@ def markdown(results: dict) -> str:
         f"Concurrency {results['args']['concurrency']} closed-loop clients, {results['args']['buyers']} buyers.",
         "", "## Goals", "", "| Goal | Target | Measured | Result |", "|---|---|---|---|",
     ]
-    for row in goals(results):
+    rows = goals(results)
+    for row in rows:
         lines.append(f"| {row['goal']} | {row['target']} | {row['measured']} | **{row['verdict']}** {row['margin']} |")
     lines += [""]
-    lines += _limits_section(results)
+    lines += _limits_section(results, {row["key"] for row in rows if row["verdict"] == "MISS"})
     if s:
         lines += _steady_table("## a. Floor: authenticated `GET /events/<id>/`", s["floor"])
         lines += _steady_table("## a′. Accept path: purchases that are all accepted (no polling)", s["accept"])
@@ -169,16 +170,15 @@ def _api_ms_per_request(data: dict, rps_key: str) -> float | None:
     return round(cores / rps * 1000, 2) if cores and rps else None
 
 
-def _limits_section(results: dict) -> list[str]:
-    """For each missed goal, what the same run says limits it (profiles: --profile, bottlenecks.md)."""
+def _limits_section(results: dict, missed: set[str]) -> list[str]:
+    """For each missed goal (by key), what the same run says limits it (profiles: bottlenecks.md)."""
     s = results.get("summary") or {}
-    missed = {row["goal"] for row in goals(results) if row["verdict"] == "MISS"}
     if not s or not missed:
         return []
     sale, naive = s.get("sale") or {}, s.get("naive") or {}
     floor_ms = _api_ms_per_request(s.get("floor") or {}, "rps")
     lines = ["### What limits the missed goals", ""]
-    if any("tickets sold out" in goal for goal in missed):
+    if "sale_final" in missed:
         total = round((_get(sale, "all_rps_in_sale_window") or 0) * (_get(sale, "sale_window_s") or 0))
         lines.append(
             f"- **Sale duration** is bound by the API's request rate: the sale took about {total:,} requests "
@@ -191,7 +191,7 @@ def _limits_section(results: dict) -> list[str]:
             f"{_get(sale, 'commit.accept_to_final_p50_ms')} ms, last order final "
             f"{round((_get(sale, 'all_final_after_open_s') or 0) - (_get(sale, 'sold_out_after_open_s') or 0), 3)} s "
             "after the last ticket was sold.")
-    if any("naive" in goal for goal in missed):
+    if missed & {"naive_rps", "naive_p99"}:
         waits = _get(naive, "pg_lock_waits.share_of_samples_with_waiters")
         lines.append(
             f"- **Queued vs naive**: the naive design was not held up by its row lock (waiters in "

@@ -15,6 +15,7 @@ from django.db import connection
 
 from loadtests.processes import BIN, ProcessGroup, free_port  # noqa: F401 (free_port: re-exported)
 
+
 def _database_url() -> str:
     db = connection.settings_dict
     host = db.get("HOST") or "127.0.0.1"
