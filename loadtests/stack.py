@@ -72,9 +72,9 @@ class Stack(ProcessGroup):
         super().__init__({**os.environ, **env}, log_dir)
 
     def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None) -> str:
-        """Start gunicorn with the product's gunicorn.conf.py; return its base URL."""
+        """Start the API server as production does (core.serve); return its base URL."""
         env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
-        return self.start_gunicorn(name, port=port, workers=workers, env=env)
+        return self.start_api_server(name, port=port, workers=workers, env=env)
 
     def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
         """Start a Celery worker (prefork, `concurrency` processes) on every queue."""

@@ -43,7 +43,7 @@ class LiveStack(ProcessGroup):
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def start_api(self, workers: int = 2, env: dict | None = None) -> None:
-        self.start_gunicorn("api", port=self.port, workers=workers, env=env)
+        self.start_api_server("api", port=self.port, workers=workers, env=env)
 
     def start_worker(self, name: str = "worker", concurrency: int = 2):
         return self.start_celery_worker(name, concurrency=concurrency)

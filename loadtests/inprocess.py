@@ -1,0 +1,212 @@
+"""CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
+
+    python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
+
+Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
+that number only). Every request goes through `core.wsgi.application` exactly as a
+server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
+rendering are all counted; the server's own cost is not (the benchmark measures that).
+Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
+--profile ENDPOINT, the cProfile of that endpoint grouped by stage.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import sys
+import time
+
+DB_NAME = "inprocess_ticketing"
+REDIS_URL = "redis://127.0.0.1:6379/9"
+
+ENV = {
+    "DJANGO_SETTINGS_MODULE": "core.settings",
+    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    "REDIS_URL": REDIS_URL,
+    "CELERY_BROKER_URL": REDIS_URL,
+    "DJANGO_SECRET_KEY": "inprocess-secret-key-not-for-production-0123456789",
+    "DJANGO_DEBUG": "0",
+    "THROTTLE_PURCHASE_RATE": "1000000000/min",
+    "LOG_LEVEL": "WARNING",
+    "DJANGO_PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
+    "JWT_ACCESS_LIFETIME_SECONDS": "7200",
+}
+
+# Where a frame's file lives -> the stage it is charged to (first match wins).
+STAGES = [
+    ("redis", ("redis/", "hiredis", "core/stock")),
+    ("sql", ("django/db/", "psycopg")),
+    ("authentication", ("rest_framework_simplejwt", "jwt/", "api/authentication", "core/services/users")),
+    ("rendering", ("renderers", "serializers", "orjson", "json/", "django/http/response", "fields.py")),
+    ("middleware", ("django/middleware", "django/contrib", "corsheaders", "api/metrics", "prometheus_client")),
+    ("dispatch", ("rest_framework/", "django/urls", "django/core/handlers", "api/", "core/")),
+    ("server", ("wsgiref", "django/core/handlers/wsgi")),
+]
+
+
+def _database_recreate() -> None:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def _fixtures() -> dict:
+    """A buyer with a token, an event on sale, a sold-out one, a pending and a final order."""
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from api.serializers import role_claims
+    from core.models import Event, Order, User
+    from core.services.events import event_create
+
+    buyer = User.objects.create(username="inprocess-buyer", role=User.Role.USER)
+    refresh = RefreshToken.for_user(buyer)
+    role_claims(refresh, buyer)
+    date = timezone.now() + timedelta(days=30)
+    big = event_create(name="Big", date=date, total_tickets=1_000_000)
+    sold_out = event_create(name="Sold out", date=date, total_tickets=1)
+    Order.objects.create(user=buyer, event=sold_out, quantity=1)
+    from core.stock import get_redis
+
+    get_redis().hset(f"gate:{{ev:{sold_out.pk}}}", "remaining", 0)
+    pending = Order.objects.create(user=buyer, event=big, quantity=1)
+    final = Order.objects.create(user=buyer, event=big, quantity=1, status=Order.Status.CONFIRMED,
+                                 finalized_at=timezone.now())
+    Event.objects.filter(pk=big.pk).update(tickets_sold=1)
+    return {"token": str(refresh.access_token), "big": big.pk, "sold_out": sold_out.pk,
+            "pending": pending.pk, "final": final.pk}
+
+
+def _environ(method: str, path: str, token: str | None, body: bytes = b"") -> dict:
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
+        "wsgi.run_once": False, "wsgi.version": (1, 0), "HTTP_ACCEPT": "*/*",
+    }
+    if token:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    if body:
+        environ["CONTENT_TYPE"] = "application/json"
+        environ["CONTENT_LENGTH"] = str(len(body))
+    return environ
+
+
+def endpoints(fx: dict) -> dict:
+    """name -> (method, path, body, expected status)."""
+    buy = json.dumps({"quantity": 1}).encode()
+    return {
+        "health": ("GET", "/health/", b"", 200, False),
+        "event_read": ("GET", f"/events/{fx['big']}/", b"", 200, True),
+        "sold_out": ("POST", f"/events/{fx['sold_out']}/purchase/", buy, 409, True),
+        "accept": ("POST", f"/events/{fx['big']}/purchase/", buy, 202, True),
+        "poll_pending": ("GET", f"/orders/{fx['pending']}/", b"", 200, True),
+        "poll_final": ("GET", f"/orders/{fx['final']}/", b"", 200, True),
+    }
+
+
+def call(app, environ: dict, expected: int) -> None:
+    status_seen = []
+
+    def start_response(status, headers, exc_info=None):
+        status_seen.append(status)
+
+    response = app(environ, start_response)
+    b"".join(response)
+    if hasattr(response, "close"):
+        response.close()
+    code = int(status_seen[0].split()[0])
+    if code != expected:
+        raise SystemExit(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {status_seen[0]}, expected {expected}")
+
+
+def measure(app, fx: dict, name: str, requests: int) -> float:
+    """CPU microseconds per request: median over 5 slices of requests/5."""
+    method, path, body, expected, auth = endpoints(fx)[name]
+    token = fx["token"] if auth else None
+    for _ in range(50):  # warm caches and connections
+        call(app, _environ(method, path, token, body), expected)
+    per_slice = max(1, requests // 5)
+    slices = []
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(per_slice):
+            call(app, _environ(method, path, token, body), expected)
+        slices.append((time.process_time() - started) / per_slice * 1e6)
+    return statistics.median(slices)
+
+
+def _stage(filename: str) -> str:
+    for stage, markers in STAGES:
+        if any(marker in filename for marker in markers):
+            return stage
+    return "other"
+
+
+def profile(app, fx: dict, name: str, requests: int, top: int) -> str:
+    """cProfile `requests` calls; return the top functions and each stage's share of self time."""
+    method, path, body, expected, auth = endpoints(fx)[name]
+    token = fx["token"] if auth else None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        call(app, _environ(method, path, token, body), expected)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    shares: dict[str, float] = {}
+    total = 0.0
+    for (filename, _line, _func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        shares[_stage(filename)] = shares.get(_stage(filename), 0.0) + tottime
+        total += tottime
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats("cumulative").print_stats(top)
+    lines = [f"{stage:<15} {seconds / total * 100:5.1f}%" for stage, seconds in
+             sorted(shares.items(), key=lambda kv: -kv[1])]
+    return "\n".join(["self time by stage:", *lines, "", out.getvalue()])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--only", nargs="*", help="endpoints to measure")
+    parser.add_argument("--profile", help="cProfile this endpoint")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    os.environ.update(ENV)
+    _database_recreate()
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
+    import django
+
+    django.setup()
+    fx = _fixtures()
+    from core.wsgi import application
+
+    names = args.only or list(endpoints(fx))
+    results = {name: measure(application, fx, name, args.requests) for name in names}
+    floor = results.get("health")
+    for name, micros in results.items():
+        ratio = f"  ({floor / micros:.2f}x health)" if floor else ""
+        print(f"{name:<14} {micros:8.0f} us CPU/request{ratio}")
+    if args.profile:
+        print(profile(application, fx, args.profile, args.requests, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
