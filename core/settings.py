@@ -45,10 +45,13 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.AuthenticationMiddleware",
+    "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The admin's user-from-session and messages middleware run under these paths only
+# (core/middleware.py).
+ADMIN_PATH_PREFIXES = ("/admin/",)
 
 ROOT_URLCONF = "core.urls"
 # An API answers a missing slash with a JSON 404, not a redirect that clients would
