@@ -11,13 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore \
     DJANGO_SETTINGS_MODULE=core.settings \
     DJANGO_DEBUG=0 \
-    GUNICORN_BIND=0.0.0.0:8000
+    API_BIND=0.0.0.0:8000
 
 WORKDIR /app
 
 # A fixed uid/gid so mounted volumes and Kubernetes securityContext can name it. The
-# home directory is the user's only writable place besides /tmp (gunicorn puts its
-# control socket in ~/.gunicorn).
+# home directory is the user's only writable place besides /tmp.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
        --shell /usr/sbin/nologin app
@@ -42,4 +41,4 @@ USER app
 
 EXPOSE 8000
 
-CMD ["gunicorn", "core.wsgi:application", "--config", "gunicorn.conf.py"]
+CMD ["python", "-m", "core.serve"]

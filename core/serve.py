@@ -15,6 +15,14 @@ import argparse
 import os
 
 
+ACCESS_LOG_CONFIG = {
+    "formatters": {
+        "generic": {"()": "logging.Formatter", "fmt": "[%(levelname)s] %(message)s"},
+        "access": {"()": "logging.Formatter", "fmt": "pid=%(process)d %(message)s"},
+    },
+}
+
+
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
@@ -51,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         # A crashed worker comes back instead of leaving the API at half capacity.
         respawn_failed_workers=True,
         log_access=opts.access_log,
-        log_access_format='%(addr)s "%(method)s %(path)s" %(status)d %(dt_ms).1fms',
+        # One line per request, led by the pid of the worker that served it.
+        log_access_format="%(method)s %(path)s %(status)d %(addr)s %(dt_ms).1fms",
+        log_dictconfig=ACCESS_LOG_CONFIG,
         process_name="ticketing-api",
     ).serve()
 

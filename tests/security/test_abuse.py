@@ -2,8 +2,8 @@
 
 A scalper owns one account and a script: fifty purchases at once, or cancel and buy
 again in a loop, must never leave them holding more than the event's per-user limit.
-The rate limits must hold across gunicorn workers (they are counted in Redis, not in a
-process), which only separate processes can show: each test starts gunicorn with two
+The rate limits must hold across API worker processes (they are counted in Redis, not in a
+process), which only separate processes can show: each test starts the API server with two
 workers, checks in its access log that both served the burst, and, where orders are
 committed, one Celery worker. The last test keeps a known gap visible: the limit is the
 Redis gate's alone.
@@ -29,16 +29,13 @@ from tests.live import LiveStack
 pytestmark = [pytest.mark.security, pytest.mark.django_db(transaction=True)]
 
 LIMIT = 4
-# Every request in the access log with the pid of the gunicorn worker that served it.
-ACCESS_LOG = {
-    "GUNICORN_ACCESSLOG": "-",
-    "GUNICORN_CMD_ARGS": '--access-logformat "pid=%(p)s %(m)s %(U)s %(s)s"',
-}
+# Every request in the access log with the pid of the API worker that served it.
+ACCESS_LOG = {"API_ACCESS_LOG": "1"}
 
 
 @pytest.fixture
 def start(transactional_db, tmp_path):
-    """Start gunicorn (2 workers, access log with pids) and maybe one Celery worker."""
+    """Start the API (2 workers, access log with pids) and maybe one Celery worker."""
     stacks = []
 
     def make(*, env: dict | None = None, worker: bool = True) -> LiveStack:
@@ -76,20 +73,20 @@ def post_one(live: LiveStack, item: tuple[str, dict, dict]) -> requests.Response
 
 
 def serving_pids(live: LiveStack, path_pattern: str, method: str = "POST") -> set[str]:
-    """The gunicorn worker pids that answered requests whose path matches."""
+    """The API worker pids that answered requests whose path matches."""
     pattern = re.compile(rf"pid=<?(\d+)>? {method} {path_pattern} \d{{3}}")
     return {match.group(1) for match in pattern.finditer(live.log("api"))}
 
 
 def wait_for_both_workers(live: LiveStack) -> None:
-    """Return once both gunicorn workers answer (the stack waits for the first only)."""
+    """Return once both API workers answer (the stack waits for the first only)."""
 
     def both_answered() -> bool:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda _: requests.get(f"{live.base_url}/health/", timeout=5), range(8)))
         return len(serving_pids(live, "/health/", method="GET")) == 2
 
-    live.wait_until(both_answered, "both gunicorn workers", interval=0.2)
+    live.wait_until(both_answered, "both API workers", interval=0.2)
 
 
 def wait_for_a_fresh_window(seconds_needed: float = 15.0) -> None:
