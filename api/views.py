@@ -238,7 +238,7 @@ class PurchaseCreateApi(LeanApiView):
 
 
 def _idempotency_key(request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    key = request.META.get("HTTP_IDEMPOTENCY_KEY")  # request.headers would copy every header
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
         raise ValidationError({"Idempotency-Key": ["Must be 1 to 128 printable characters."]})
     return key

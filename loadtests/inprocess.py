@@ -91,7 +91,7 @@ def _fixtures() -> dict:
             "pending": pending.pk, "final": final.pk}
 
 
-def _environ(method: str, path: str, token: str | None, body: bytes = b"") -> dict:
+def _environ(method: str, path: str, token: str | None, body: bytes = b"", key: str | None = None) -> dict:
     environ = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
@@ -189,6 +189,10 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     os.environ.update(ENV)
+    # As in production (make run, docker-compose): metrics written to per-process files.
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="inprocess-metrics-")
     _database_recreate()
     import redis
 
