@@ -131,6 +131,10 @@ class TokenRefreshSerializer(serializers.Serializer):
         user = User.objects.filter(pk=refresh.get("user_id")).first()
         if user is None or not user.is_active:
             raise AuthenticationFailed("No active account for this token.", code="no_active_account")
+        # A password or role change revokes refresh tokens too, not only access tokens.
+        valid_after = user.tokens_valid_after
+        if valid_after and int(refresh.get("iat", 0)) < int(valid_after.timestamp()):
+            raise AuthenticationFailed("This token has been revoked.", code="token_revoked")
         # Only the request that blacklists the token rotates it: concurrent reuses of one
         # refresh token (a stolen copy racing the owner) get no second token pair.
         _, created = refresh.blacklist()
