@@ -12,6 +12,7 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from api.throttles import login_attempt_start, login_attempt_succeeded
 from core.models import Event, Order, User
 
 MAX_TOTAL_TICKETS = 1_000_000
@@ -109,6 +110,15 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         self.fields["password"] = StrictCharField(
             write_only=True, trim_whitespace=False, style={"input_type": "password"}
         )
+
+    def validate(self, attrs):
+        # Counted before the password is hashed: a blocked account costs no hasher time.
+        # Unknown usernames count too, or the 429 would tell which accounts exist.
+        username = attrs[self.username_field]
+        login_attempt_start(username=username)
+        data = super().validate(attrs)  # a failure raises and stays counted
+        login_attempt_succeeded(username=username)
+        return data
 
     @classmethod
     def get_token(cls, user):
