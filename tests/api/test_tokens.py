@@ -272,9 +272,12 @@ def test_a_warm_check_reads_no_row_and_one_redis_key_when_uncached(
     assert len(redis_round_trips) == 1
 
 
-def test_a_missing_hash_costs_one_query_to_rebuild(buyer, django_assert_num_queries):
+def test_a_missing_hash_costs_one_query_to_rebuild(buyer, redis_db, django_assert_num_queries):
+    redis_db.delete(users.REVOCATIONS_KEY)
+
     with django_assert_num_queries(1):
         user_tokens_revoked_before(user_id=buyer.pk)
+    assert redis_db.hget(users.REVOCATIONS_KEY, "_loaded")
 
 
 def test_a_process_reads_the_whole_hash_once_per_cache_time(
