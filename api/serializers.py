@@ -6,13 +6,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.validators import UniqueValidator
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from api.throttles import login_attempt_start, login_attempt_succeeded
+from api.throttles import login_attempt_give_back, login_attempt_start
 from core.models import Event, Order, User
 
 MAX_TOTAL_TICKETS = 1_000_000
@@ -116,9 +116,15 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         # Unknown usernames count too, or the 429 would tell which accounts exist.
         username = attrs[self.username_field]
         login_attempt_start(username=username)
-        data = super().validate(attrs)  # a failure raises and stays counted
-        login_attempt_succeeded(username=username)
-        return data
+        failed = False
+        try:
+            return super().validate(attrs)
+        except exceptions.AuthenticationFailed:
+            failed = True  # a wrong password or an unknown user: stays counted
+            raise
+        finally:
+            if not failed:  # a success, or an outage (a 503): no guess was checked
+                login_attempt_give_back(username=username)
 
     @classmethod
     def get_token(cls, user):

@@ -100,8 +100,9 @@ class RegisterRateThrottle(LoginRateThrottle):
 # the window like the attacker; nothing outlives it, so nobody can lock an account for
 # good. See docs/security.md for the trade-off.
 #
-# Each attempt is counted as a failure when it starts and given back if it succeeds, so
-# concurrent guesses cannot all pass the check before any of them is counted.
+# Each attempt is counted as a failure when it starts and given back unless a wrong
+# password or unknown username failed it, so concurrent guesses cannot all pass the
+# check before any of them is counted, and an outage (a 503) counts against nobody.
 
 
 class TooManyAttemptsError(ApplicationError):
@@ -161,8 +162,8 @@ def login_attempt_start(*, username: str) -> None:
     raise error
 
 
-def login_attempt_succeeded(*, username: str) -> None:
-    """Give back the attempt `login_attempt_start` counted: it was not a failure."""
+def login_attempt_give_back(*, username: str) -> None:
+    """Give back the attempt `login_attempt_start` counted: it checked no wrong password."""
     if _login_failures_rate() is None:
         return
     try:

@@ -101,12 +101,10 @@ def test_an_admin_edit_that_changes_nothing_of_the_kind_revokes_nothing(staff, b
 
 def test_a_password_set_by_an_admin_ends_every_session_of_the_user(staff, buyer, redis_db):
     tokens = login(buyer.username).json()
-    new_password = "another-horse-battery"
+    new_password = PASSWORD[::-1]
+    form = dict(password1=new_password, password2=new_password, usable_password="true")
 
-    response = staff.post(
-        f"/admin/core/user/{buyer.pk}/password/",
-        {"password1": new_password, "password2": new_password, "usable_password": "true"},
-    )
+    response = staff.post(f"/admin/core/user/{buyer.pk}/password/", form)
 
     assert response.status_code == 302, response.content[:2000]
     redis_db.flushdb()
