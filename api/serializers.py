@@ -5,12 +5,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.validators import UniqueValidator
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from api.throttles import login_attempt_give_back, login_attempt_start
 from core.models import Event, Order, User
 
 MAX_TOTAL_TICKETS = 1_000_000
@@ -109,6 +110,21 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             write_only=True, trim_whitespace=False, style={"input_type": "password"}
         )
 
+    def validate(self, attrs):
+        # Counted before the password is hashed: a blocked account costs no hasher time.
+        # Unknown usernames count too, or the 429 would tell which accounts exist.
+        username = attrs[self.username_field]
+        login_attempt_start(username=username)
+        failed = False
+        try:
+            return super().validate(attrs)
+        except exceptions.AuthenticationFailed:
+            failed = True  # a wrong password or an unknown user: stays counted
+            raise
+        finally:
+            if not failed:  # a success, or an outage (a 503): no guess was checked
+                login_attempt_give_back(username=username)
+
     @classmethod
     def get_token(cls, user):
         token = super().get_token(user)
@@ -130,6 +146,10 @@ class TokenRefreshSerializer(serializers.Serializer):
         user = User.objects.filter(pk=refresh.get("user_id")).first()
         if user is None or not user.is_active:
             raise AuthenticationFailed("No active account for this token.", code="no_active_account")
+        # A password or role change revokes refresh tokens too, not only access tokens.
+        valid_after = user.tokens_valid_after
+        if valid_after and int(refresh.get("iat", 0)) < int(valid_after.timestamp()):
+            raise AuthenticationFailed("This token has been revoked.", code="token_revoked")
         # Only the request that blacklists the token rotates it: concurrent reuses of one
         # refresh token (a stolen copy racing the owner) get no second token pair.
         _, created = refresh.blacklist()

@@ -8,13 +8,16 @@ check itself. A fixed window may let a caller through twice its rate across a wi
 boundary; the per-user ticket limit, not the rate, is what bounds what a scalper can buy.
 """
 import functools
+import hashlib
 import logging
+import re
 import time
 
 import redis
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from core.exceptions import ApplicationError
 from core.stock import get_redis
 
 logger = logging.getLogger(__name__)
@@ -24,9 +27,12 @@ _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @functools.cache
 def parse_rate(rate: str) -> tuple[int, int]:
-    """'600/min' -> (600, 60)."""
+    """'600/min' -> (600, 60); a number may lead the unit: '10/15min' -> (10, 900)."""
     count, period = rate.split("/")
-    return int(count), _PERIODS[period[0]]
+    match = re.fullmatch(r"(\d*)([smhd])[a-z]*", period)
+    if match is None:
+        raise ValueError(f"Not a rate: {rate!r}")
+    return int(count), int(match.group(1) or 1) * _PERIODS[match.group(2)]
 
 
 def purchase_rate() -> tuple[int, int] | None:
@@ -98,3 +104,86 @@ class LoginRateThrottle(RedisRateThrottle):
 
 class RegisterRateThrottle(LoginRateThrottle):
     scope = "register"
+
+
+# --- Failed logins per account --------------------------------------------------------
+#
+# The address limit above does not stop many addresses guessing one account's password
+# (credential stuffing through a botnet or proxies). This one counts failed logins per
+# username, from any address, in a fixed window that starts with the first attempt:
+# over the limit, every login for that username is refused before the password is
+# hashed, the right password too (a 429 that depended on the password would confirm a
+# guess), until the window expires. A success does not reset it. The owner waits out
+# the window like the attacker; nothing outlives it, so nobody can lock an account for
+# good. See docs/security.md for the trade-off.
+#
+# Each attempt is counted as a failure when it starts and given back unless a wrong
+# password or unknown username failed it, so concurrent guesses cannot all pass the
+# check before any of them is counted, and an outage (a 503) counts against nobody.
+
+
+class TooManyAttemptsError(ApplicationError):
+    code = "too_many_attempts"
+    status_code = 429
+    message = "Too many failed logins for this account; retry later."
+
+
+LOGIN_FAILURES_SCOPE = "login_failures"
+
+# Give back one attempt, unless its window has expired meanwhile (a DECR would then
+# create a key without expiry).
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def _login_failures_key(username: str) -> str:
+    # Usernames are unique case-insensitively (migration 0004): "Alice" and "ALICE" are
+    # one account and one counter. Hashed, so a long username makes no long key.
+    digest = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
+    return f"throttle:{LOGIN_FAILURES_SCOPE}:{digest}"
+
+
+def _login_failures_rate() -> tuple[int, int] | None:
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(LOGIN_FAILURES_SCOPE)
+    return parse_rate(rate) if rate else None
+
+
+def login_attempt_start(*, username: str) -> None:
+    """Count a login attempt for the username as failed until it succeeds.
+
+    Raises TooManyAttemptsError (429, Retry-After) when the window's failures are used
+    up. One Redis round trip; fails open (and logs) when Redis is down, like the other
+    limits.
+    """
+    rate = _login_failures_rate()
+    if rate is None:
+        return
+    limit, period = rate
+    key = _login_failures_key(username)
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, period, nx=True)
+        pipe.ttl(key)
+        count, _, ttl = pipe.execute()
+    except redis.RedisError:
+        logger.warning("login failures not checked: Redis unavailable")
+        return
+    if count <= limit:
+        return
+    wait = ttl if ttl > 0 else period
+    error = TooManyAttemptsError(extra={"retry_after": wait})
+    error.retry_after = wait
+    raise error
+
+
+def login_attempt_give_back(*, username: str) -> None:
+    """Give back the attempt `login_attempt_start` counted: it checked no wrong password."""
+    if _login_failures_rate() is None:
+        return
+    try:
+        get_redis().eval(_GIVE_BACK, 1, _login_failures_key(username))
+    except redis.RedisError:
+        logger.warning("login attempt not given back: Redis unavailable")

@@ -1,35 +1,49 @@
 """Django admin for users, events and orders."""
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.db import transaction
 
 from core.exceptions import ApplicationError
 from core.models import Event, Order, Ticket, User
 from core.services.events import event_create, event_delete, event_update
-from core.services.users import user_tokens_revoke
+from core.services.users import user_delete, user_tokens_revoke
+
+
+class RevokingPasswordChangeForm(AdminPasswordChangeForm):
+    """A password set by an Admin voids every token issued until then."""
+
+    def save(self, commit=True):
+        with transaction.atomic():
+            user = super().save(commit=commit)
+            if commit:
+                user_tokens_revoke(user_id=user.pk)
+        return user
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    """Every change that must end the user's sessions revokes in its own transaction."""
+
     list_display = ["username", "role", "is_active", "date_joined"]
     list_filter = ["role", "is_active"]
     fieldsets = BaseUserAdmin.fieldsets + (("Role", {"fields": ["role"]}),)
+    change_password_form = RevokingPasswordChangeForm
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        # Access tokens carry the role and are checked without a database read.
-        if change and {"role", "is_active", "password"} & set(form.changed_data):
-            user_tokens_revoke(user_id=obj.pk)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            # Access tokens carry the role and are checked without a database read.
+            if change and {"role", "is_active", "password"} & set(form.changed_data):
+                user_tokens_revoke(user_id=obj.pk)
 
     def delete_model(self, request, obj):
-        user_id = obj.pk
-        super().delete_model(request, obj)
-        user_tokens_revoke(user_id=user_id)
+        user_delete(user_id=obj.pk)
 
     def delete_queryset(self, request, queryset):
-        user_ids = list(queryset.values_list("pk", flat=True))
-        super().delete_queryset(request, queryset)
-        for user_id in user_ids:
-            user_tokens_revoke(user_id=user_id)
+        with transaction.atomic():
+            for user_id in list(queryset.values_list("pk", flat=True)):
+                user_delete(user_id=user_id)
 
 
 @admin.register(Event)

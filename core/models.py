@@ -19,6 +19,10 @@ class User(AbstractUser):
         USER = "User", "User"
 
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.USER)
+    # Every token (access or refresh) issued before this time is void: set by
+    # `core.services.users.user_tokens_revoke` in the transaction that deactivates the
+    # user or changes their role or password. Redis holds a cache of the recent ones.
+    tokens_valid_after = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = UserManager()
 
@@ -27,6 +31,14 @@ class User(AbstractUser):
         constraints = [
             # "Bob" and "bob" are one account, even when both register at once.
             models.UniqueConstraint(Lower("username"), name="user_username_ci_unique"),
+        ]
+        indexes = [
+            # Rebuilding the Redis cache reads the revocations of the last token lifetime.
+            models.Index(
+                fields=["tokens_valid_after"],
+                name="user_tokens_valid_after_idx",
+                condition=Q(tokens_valid_after__isnull=False),
+            ),
         ]
 
     @property
@@ -37,6 +49,16 @@ class User(AbstractUser):
         # The role is the single source of authority: Admins are staff, Users never are.
         self.is_staff = self.role == self.Role.ADMIN or self.is_superuser
         super().save(*args, **kwargs)
+
+
+class UserTombstone(models.Model):
+    """A deleted user's revocation: their tokens stay void once the User row is gone."""
+
+    user_id = models.BigIntegerField(primary_key=True)
+    tokens_valid_after = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"deleted user {self.user_id}"
 
 
 class Event(models.Model):

@@ -167,6 +167,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "purchase": env.str("THROTTLE_PURCHASE_RATE", default="600/min"),
         "login": env.str("THROTTLE_LOGIN_RATE", default="30/min"),
+        # Failed logins per username, from any address (api/throttles.py).
+        "login_failures": env.str("THROTTLE_LOGIN_FAILURES", default="10/15min"),
         "register": env.str("THROTTLE_REGISTER_RATE", default="60/hour"),
     },
     "UNAUTHENTICATED_USER": None,

@@ -1,14 +1,17 @@
 """Accounts: POST /register/, /login/, /token/refresh/ and /logout/."""
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.models import User
+from core.services.users import user_tokens_revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -295,3 +298,158 @@ def test_logout_rejects_garbage(anon):
     response = anon.post("/logout/", {"refresh": "garbage"}, format="json")
 
     assert_error(response, 401, "token_not_valid")
+
+
+def test_refresh_is_refused_for_a_user_revoked_then_reactivated(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    with transaction.atomic():
+        User.objects.filter(pk=buyer.pk).update(is_active=False)
+        user_tokens_revoke(user_id=buyer.pk)
+    User.objects.filter(pk=buyer.pk).update(is_active=True)
+
+    response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+
+    assert_error(response, 401, "token_revoked")
+    # Refused before rotation: the token was not blacklisted by the attempt.
+    assert not BlacklistedToken.objects.filter(token__jti=claims(refresh)["jti"]).exists()
+
+
+def test_refresh_of_a_deactivated_user_is_refused_even_with_a_token_never_blacklisted(
+    anon, buyer
+):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    User.objects.filter(pk=buyer.pk).update(is_active=False)
+
+    for _ in range(2):  # nothing was rotated by the first attempt either
+        response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+        assert_error(response, 401, "no_active_account")
+    assert not BlacklistedToken.objects.exists()
+
+
+# --- Failed logins per account ---------------------------------------------------------
+
+FAILURES = 10  # the default THROTTLE_LOGIN_FAILURES: 10/15min
+
+
+def fail(client, username, times: int = 1, **headers):
+    for _ in range(times):
+        response = client.post(
+            "/login/", {"username": username, "password": "not-the-password"}, format="json",
+            **headers,
+        )
+        assert_error(response, 401, "authentication_failed")
+
+
+def assert_too_many_attempts(response) -> None:
+    body = assert_error(response, 429, "too_many_attempts")
+    retry_after = int(response["Retry-After"])
+    assert 0 < retry_after <= 15 * 60
+    assert body["retry_after"] == retry_after
+
+
+def test_failed_logins_over_the_account_limit_get_429_even_with_the_right_password(
+    anon, buyer
+):
+    fail(anon, buyer.username, FAILURES)
+
+    assert_too_many_attempts(login(anon, buyer.username))
+    assert_too_many_attempts(login(anon, buyer.username, "not-the-password"))
+
+
+def test_the_account_limit_counts_failures_from_every_address(anon, buyer, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    for i in range(FAILURES):
+        fail(anon, buyer.username, HTTP_X_FORWARDED_FOR=f"10.0.0.{i}")
+
+    response = anon.post(
+        "/login/", {"username": buyer.username, "password": PASSWORD}, format="json",
+        HTTP_X_FORWARDED_FOR="10.0.1.1",
+    )
+
+    assert_too_many_attempts(response)
+
+
+def test_the_account_limit_ignores_the_case_of_the_username(anon, make_user):
+    user = make_user(username="alice")
+    for i in range(FAILURES):
+        fail(anon, "ALICE" if i % 2 else "Alice")
+
+    assert_too_many_attempts(login(anon, user.username))
+
+
+def test_unknown_usernames_are_limited_alike(anon):
+    # Otherwise the 429 would tell which usernames exist.
+    fail(anon, "nobody-at-all", FAILURES)
+
+    assert_too_many_attempts(login(anon, "nobody-at-all"))
+
+
+def test_a_successful_login_does_not_reset_the_failures(anon, buyer):
+    fail(anon, buyer.username, FAILURES - 1)
+    assert login(anon, buyer.username).status_code == 200
+    fail(anon, buyer.username)
+
+    assert_too_many_attempts(login(anon, buyer.username))
+
+
+def test_the_account_limit_leaves_other_accounts_alone(anon, buyer, make_user):
+    fail(anon, buyer.username, FAILURES)
+
+    assert login(anon, make_user().username).status_code == 200
+
+
+def test_the_account_limit_expires_with_its_window(settings, anon, buyer):
+    config = settings.REST_FRAMEWORK
+    rates = {**config["DEFAULT_THROTTLE_RATES"], "login_failures": "2/1s"}
+    settings.REST_FRAMEWORK = {**config, "DEFAULT_THROTTLE_RATES": rates}
+    fail(anon, buyer.username, 2)
+    assert_error(login(anon, buyer.username), 429, "too_many_attempts")
+
+    time.sleep(1.1)
+
+    assert login(anon, buyer.username).status_code == 200
+
+
+def test_a_blocked_login_does_not_run_the_password_hasher(anon, buyer, monkeypatch):
+    fail(anon, buyer.username, FAILURES)
+    fail(anon, "nobody-at-all", FAILURES)
+    hashed = []
+    # ModelBackend checks a known user's password and hashes one for an unknown user.
+    monkeypatch.setattr(User, "check_password", lambda self, raw: hashed.append(raw))
+    monkeypatch.setattr(User, "set_password", lambda self, raw: hashed.append(raw))
+
+    assert_too_many_attempts(login(anon, buyer.username))
+    assert_too_many_attempts(login(anon, "nobody-at-all"))
+    assert hashed == []
+    assert_error(login(anon, "someone-else"), 401, "authentication_failed")
+    assert hashed  # the spy works: an unblocked login hashes
+
+
+def test_concurrent_guesses_cannot_exceed_the_account_limit(make_user):
+    user = make_user()
+
+    def guess(_):
+        try:
+            return APIClient().post(
+                "/login/", {"username": user.username, "password": "wrong"}, format="json"
+            ).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(guess, range(40)))
+
+    assert statuses.count(401) == FAILURES
+    assert statuses.count(429) == 40 - FAILURES
+
+
+def test_a_login_that_failed_for_an_outage_does_not_count(anon, buyer, monkeypatch):
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("django.contrib.auth.backends.ModelBackend.authenticate", database_down)
+    for _ in range(FAILURES + 2):
+        assert_error(login(anon, buyer.username), 503, "database_unavailable")
+    monkeypatch.undo()
+
+    assert login(anon, buyer.username).status_code == 200

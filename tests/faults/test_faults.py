@@ -2,13 +2,20 @@
 import signal
 import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
 
 import psycopg
 import pytest
+import requests
+from django.conf import settings
 from django.db import connection
 
-from core.models import Order
+from core.models import Order, User
 from core.services.orders import order_commit
+from core.services.users import user_tokens_revoke
+from core.stock import get_redis
+from tests.conftest import token_for
 from tests.faults.tools import TcpProxy
 from tests.live import LiveStack, fire
 
@@ -51,14 +58,54 @@ def test_worker_killed_with_sigkill_inside_the_commit(make_sale, reliability_row
     reliability_rows["worker_sigkill"] = row
 
 
-def test_redis_restarted_empty_mid_sale(make_sale, private_redis, reliability_rows):
-    sale = make_sale()
+@contextmanager
+def _services_on(redis_url: str):
+    """Run the test process's services against another Redis (the sale's own)."""
+    saved = settings.REDIS_URL
+    settings.REDIS_URL = redis_url
+    get_redis.cache_clear()
+    try:
+        yield
+    finally:
+        settings.REDIS_URL = saved
+        get_redis.cache_clear()
+
+
+def _answers(live: LiveStack, token: str, count: int = 6) -> list[str]:
+    """The codes of `count` authenticated reads (both gunicorn workers answer some)."""
+    codes = []
+    for _ in range(count):
+        response = requests.get(
+            f"{live.base_url}/orders/", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        codes.append(response.json().get("code", str(response.status_code)))
+    return codes
+
+
+def test_redis_restarted_empty_mid_sale(make_sale, make_user, private_redis, reliability_rows):
+    # Production's per-process copy of the revocations (the tests' default reads Redis
+    # on every request): the restart must not void a revocation through it either.
+    sale = make_sale(env={"AUTH_REVOCATION_CACHE_SECONDS": "1"})
+    fired = make_user(role=User.Role.ADMIN)
+    token = token_for(fired)
+    with _services_on(private_redis.url):
+        user_tokens_revoke(user_id=fired.pk)  # as the admin's deactivation does
+    assert set(_answers(sale.live, token)) == {"token_revoked"}
     thread = sale.start(REQUESTS)
     sale.wait_for_orders(40)
     private_redis.restart_empty()  # gate keys, queued and unacknowledged messages: gone
-    row = sale.finish(thread)
+    fault_ended = time.monotonic()
+    # The very next requests: from each process's copy, then from the hash rebuilt out
+    # of PostgreSQL once the copies are older than the cache time.
+    revoked = _answers(sale.live, token)
+    time.sleep(1.5)
+    revoked += _answers(sale.live, token)
+    thread.join()
+    row = sale.settle(fault_ended)  # recovery timed from the restart, not from the checks
     assert row["oversold"] == 0 and row["lost"] == 0
     assert row["tickets_sold"] == row["total"]
+    assert set(revoked) == {"token_revoked"}, revoked
+    row["revoked_token_answers"] = dict(Counter(revoked))
     reliability_rows["redis_restart"] = row
 
 

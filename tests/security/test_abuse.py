@@ -1,4 +1,5 @@
-"""OWASP API6 (sensitive business flows) and API4 (rate limits) against live processes.
+"""OWASP API6 (sensitive business flows), API4 (rate limits) and API2 (password
+guessing) against live processes.
 
 A scalper owns one account and a script: fifty purchases at once, or cancel and buy
 again in a loop, must never leave them holding more than the event's per-user limit.
@@ -233,6 +234,69 @@ def test_the_login_rate_limit_holds_across_api_processes(start, buyer):
             assert_throttled(response)
     # The right password waits too: a guess must not be able to confirm a hit.
     assert_throttled(right)
+    assert len(serving_pids(live, "/login/")) == 2
+
+
+# --- Password guessing: per account and per address ----------------------------------
+
+# As behind one reverse proxy: the client address is the last X-Forwarded-For entry.
+BEHIND_A_PROXY = {
+    "DJANGO_TRUSTED_PROXIES": "1",
+    "THROTTLE_LOGIN_RATE": "30/min",
+    "THROTTLE_LOGIN_FAILURES": "10/15min",
+}
+
+
+def login_from(address: str, username: str, password: str) -> tuple[str, dict, dict]:
+    body = {"username": username, "password": password}
+    return ("/login/", body, {"X-Forwarded-For": address})
+
+
+@pytest.mark.live
+def test_credential_stuffing_from_twenty_addresses_is_stopped_per_account(
+    start, buyer, make_user
+):
+    other = make_user()
+    live = start(env=BEHIND_A_PROXY, worker=False)
+    wait_for_a_fresh_window()
+    # 10 guesses per address: each stays under the address limit (30/min).
+    guesses = [login_from(f"10.0.0.{i % 20}", buyer.username, f"guess-{i}") for i in range(200)]
+
+    responses = post_all(live.base_url, guesses, concurrency=10)
+
+    answers = [(r.status_code, r.json()["code"]) for r in responses]
+    assert answers.count((401, "authentication_failed")) == 10
+    assert answers.count((429, "too_many_attempts")) == 190
+    for response in responses:
+        if response.status_code == 429:
+            assert 0 < int(response.headers["Retry-After"]) <= 15 * 60
+    # The owner waits out the window too (the trade-off, docs/security.md)...
+    owner = post_one(live, login_from("10.1.0.1", buyer.username, "correct-horse-battery"))
+    assert (owner.status_code, owner.json()["code"]) == (429, "too_many_attempts")
+    # ...but the attacking addresses were not blocked for other accounts.
+    real = post_one(live, login_from("10.0.0.3", other.username, "correct-horse-battery"))
+    assert real.status_code == 200 and real.json()["access"]
+    assert len(serving_pids(live, "/login/")) == 2
+
+
+@pytest.mark.live
+def test_password_spraying_from_one_address_is_stopped_per_address(start, make_user):
+    victims = [make_user() for _ in range(200)]
+    other = make_user()
+    live = start(env=BEHIND_A_PROXY, worker=False)
+    wait_for_a_fresh_window()
+    sprays = [login_from("10.0.0.66", user.username, "Summer2026!") for user in victims]
+
+    responses = post_all(live.base_url, sprays, concurrency=10)
+
+    answers = [(r.status_code, r.json()["code"]) for r in responses]
+    assert answers.count((401, "authentication_failed")) == 30
+    assert answers.count((429, "throttled")) == 170
+    for response in responses:
+        if response.status_code == 429:
+            assert_throttled(response)
+    real = post_one(live, login_from("10.0.0.67", other.username, "correct-horse-battery"))
+    assert real.status_code == 200 and real.json()["access"]
     assert len(serving_pids(live, "/login/")) == 2
 
 
