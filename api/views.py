@@ -10,10 +10,12 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenViewBase
 
 from api import serializers as s
+from api.lean import LeanApiView
 from api.pagination import PageNumberPagination
+from api.parsers import request_json
 from api.permissions import IsAdmin, IsAdminOrReadOnly, IsBuyer
 from api.schema import errors, paginated
-from api.throttles import LoginRateThrottle, PurchaseRateThrottle, RegisterRateThrottle
+from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
 from core.exceptions import ApplicationError
 from core.metrics import PURCHASES
@@ -22,6 +24,7 @@ from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
 from core.stock import get_redis
+from core.cards import order_json
 from workers.monitoring import queue_summary
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
@@ -132,15 +135,16 @@ class EventListCreateApi(APIView):
         return Response(s.EventOutputSerializer(event).data, status=status.HTTP_201_CREATED)
 
 
-class EventDetailApi(APIView):
+class EventDetailApi(LeanApiView):
     permission_classes = [IsAdminOrReadOnly]
+    lean_methods = frozenset({"get"})
 
     @extend_schema(
-        responses={200: s.EventOutputSerializer, **errors(401, 404)}, summary="Read an event"
+        responses={200: s.EventOutputSerializer, **errors(401, 404)},
+        summary="Read an event (sold counts may lag commits by up to EVENT_CARD_SECONDS)",
     )
     def get(self, request, event_id: int):
-        event = selectors.event_get(event_id=event_id)
-        return Response(s.EventOutputSerializer(event).data)
+        return self.render(selectors.event_card_get(event_id=event_id))
 
     @extend_schema(
         request=s.EventInputSerializer,
@@ -191,9 +195,9 @@ class TopEventsApi(APIView):
 # --- Purchases and orders ------------------------------------------------------------
 
 
-class PurchaseCreateApi(APIView):
+class PurchaseCreateApi(LeanApiView):
     permission_classes = [IsBuyer]
-    throttle_classes = [PurchaseRateThrottle]
+    lean_methods = frozenset({"post"})
 
     @extend_schema(
         request=s.PurchaseInputSerializer,
@@ -210,7 +214,13 @@ class PurchaseCreateApi(APIView):
     )
     def post(self, request, event_id: int):
         try:
-            result = self._purchase(request, event_id)
+            result = purchase_request(
+                user_id=request.user.id,
+                event_id=event_id,
+                quantity=s.purchase_quantity(request_json(request)),
+                idempotency_key=_idempotency_key(request),
+                rate=purchase_rate(),
+            )
         except ApplicationError as exc:
             PURCHASES.labels(exc.code).inc()
             raise
@@ -224,23 +234,14 @@ class PurchaseCreateApi(APIView):
             headers["Retry-After"] = str(settings.ORDER_POLL_SECONDS)
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return Response(
-            s.OrderOutputSerializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers
-        )
+        return self.render(order_json(order), status=202, headers=headers)
 
-    @staticmethod
-    def _purchase(request, event_id: int):
-        serializer = s.PurchaseInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
-            raise ValidationError({"Idempotency-Key": ["Must be 1 to 128 printable characters."]})
-        return purchase_request(
-            user_id=request.user.id,
-            event_id=event_id,
-            quantity=serializer.validated_data["quantity"],
-            idempotency_key=key,
-        )
+
+def _idempotency_key(request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
+        raise ValidationError({"Idempotency-Key": ["Must be 1 to 128 printable characters."]})
+    return key
 
 
 class OrderListApi(APIView):
@@ -261,19 +262,19 @@ class OrderListApi(APIView):
         return _paginated(request, self, orders, s.OrderOutputSerializer)
 
 
-class OrderDetailApi(APIView):
+class OrderDetailApi(LeanApiView):
+    lean_methods = frozenset({"get"})
+
     @extend_schema(
         responses={200: s.OrderOutputSerializer, **errors(401, 404)},
         summary="Poll an order (Retry-After is set while it is pending)",
     )
     def get(self, request, order_id: int):
-        order = selectors.order_get(
+        status_, body = selectors.order_card_get(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )
-        response = Response(s.OrderOutputSerializer(order).data)
-        if order.status == order.Status.PENDING:
-            response["Retry-After"] = str(settings.ORDER_POLL_SECONDS)
-        return response
+        headers = {"Retry-After": str(settings.ORDER_POLL_SECONDS)} if status_ == "pending" else None
+        return self.render(body, headers=headers)
 
 
 class OrderCancelApi(APIView):

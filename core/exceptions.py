@@ -80,6 +80,16 @@ class TotalBelowCommittedError(ConflictError):
     message = "total_tickets cannot drop below the tickets sold or reserved."
 
 
+class ThrottledError(ApplicationError):
+    code = "throttled"
+    status_code = 429
+    message = "Too many requests; retry after the time given."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, extra=None):
+        super().__init__(message, extra={"retry_after": retry_after, **(extra or {})})
+        self.retry_after = retry_after
+
+
 class ServiceBusyError(ApplicationError):
     """A dependency is down or overloaded: nothing was done, the client may retry."""
 

@@ -45,10 +45,13 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.AuthenticationMiddleware",
+    "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The admin's user-from-session and messages middleware run under these paths only
+# (core/middleware.py).
+ADMIN_PATH_PREFIXES = ("/admin/",)
 
 ROOT_URLCONF = "core.urls"
 # An API answers a missing slash with a JSON 404, not a redirect that clients would
@@ -79,7 +82,11 @@ DATABASES = {
 }
 # Persistent connections: a flash sale must not pay a TCP + auth handshake per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No `SELECT 1` before every request (CONN_HEALTH_CHECKS): it was a second round trip on
+# the accept path. A connection the server closed is noticed where it matters, before
+# the order INSERT (core/services/purchases.py); elsewhere the request that meets it
+# answers 503 and Django drops the connection at the end of that request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -215,6 +222,11 @@ ORDER_COMMIT_BATCH_SIZE = env.int("ORDER_COMMIT_BATCH_SIZE", default=500)
 # lock traffic per order for a tenth of a second of latency.
 ORDER_COMMIT_DELAY_SECONDS = env.float("ORDER_COMMIT_DELAY_SECONDS", default=0.1)
 TOP_EVENTS_REFRESH_SECONDS = env.int("TOP_EVENTS_REFRESH_SECONDS", default=30)
+# Lifetimes of the Redis copies the hot reads answer from (core/cards.py): how long a
+# final order can read as pending, or an event's sold count lag, if a write was lost.
+ORDER_PENDING_CARD_SECONDS = env.int("ORDER_PENDING_CARD_SECONDS", default=5)
+ORDER_FINAL_CARD_SECONDS = env.int("ORDER_FINAL_CARD_SECONDS", default=600)
+EVENT_CARD_SECONDS = env.int("EVENT_CARD_SECONDS", default=1)
 # How long a process trusts its last look at a user's token revocation (seconds).
 AUTH_REVOCATION_CACHE_SECONDS = env.float("AUTH_REVOCATION_CACHE_SECONDS", default=1.0)
 # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.

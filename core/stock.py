@@ -9,6 +9,7 @@ Per event:
   ``gate:{ev:N}:buyers``    hash: user id -> tickets held (reserved or sold)
   ``gate:{ev:N}:inflight``  zset: operations between their Redis and PostgreSQL halves
   ``gate:{ev:N}:idem:...``  idempotency record of one purchase request
+  ``gate:{ev:N}:rate:U:W``  purchase requests of buyer U in rate window W (the throttle)
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def inflight_key(event_id: int) -> str:
     return _keys(event_id)[2]
 
 
+def rate_key(*, event_id: int, user_id: int, window: int) -> str:
+    return f"gate:{{ev:{event_id}}}:rate:{user_id}:{window}"
+
+
 def drain_flag_key(event_id: int) -> str:
     return f"gate:{{ev:{event_id}}}:drain"
 
@@ -101,19 +106,33 @@ def stock_reserve(
     operation_id: str,
     idem_key: str = "",
     fingerprint: str = "",
+    rate: tuple[int, int] | None = None,
 ) -> GateAnswer:
-    """Reserve `quantity` for `user_id` if the window, stock and per-user limit allow."""
+    """Reserve `quantity` for `user_id` if the buyer's request rate on this event (`rate`:
+    requests allowed, per seconds), the sale window, the stock and the per-user limit allow.
+
+    A throttled answer carries the seconds left in the rate window as its value.
+    """
+    now = time.time()
+    counter, allowed, period = "", 0, 0
+    if rate:
+        allowed, period = rate
+        counter = rate_key(event_id=event_id, user_id=user_id, window=int(now // period))
     status, value = _script("reserve")(
-        keys=[*_keys(event_id), idem_key],
+        keys=[*_keys(event_id), idem_key, counter],
         args=[
             user_id,
             quantity,
-            f"{time.time():.3f}",
+            f"{now:.3f}",
             operation_id,
             fingerprint,
             settings.IDEMPOTENCY_KEY_TTL_SECONDS,
+            allowed,
+            period,
         ],
     )
+    if status == "throttled":
+        value = max(1, int(period - now % period + 0.999))
     return GateAnswer(status, value)
 
 

@@ -1,16 +1,26 @@
 -- Reserve tickets for one purchase request, atomically.
--- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none)
+-- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none),
+--       5 the buyer's request counter for this rate window ('' = no rate limit)
 -- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
---       5 request fingerprint, 6 idempotency TTL (s)
+--       5 request fingerprint, 6 idempotency TTL (s), 7 requests allowed per window,
+--       8 window length (s)
 -- Returns {status, value}: ok/remaining, replay/stored value, missing, sale_not_open,
--- sold_out, insufficient/remaining, limit/allowance.
+-- sold_out, insufficient/remaining, limit/allowance, throttled/0.
+local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit')
+if not gate[1] then return {'missing', 0} end
+-- The rate limit is counted here, in the same round trip as the stock check, and
+-- before it: every request counts, refusals and replays included (a missing gate is
+-- rebuilt and asked again, so that first answer does not count).
+if KEYS[5] ~= '' then
+  local seen = redis.call('INCR', KEYS[5])
+  if seen == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[8])) end
+  if seen > tonumber(ARGV[7]) then return {'throttled', 0} end
+end
 local idem = KEYS[4]
 if idem ~= '' then
   local stored = redis.call('GET', idem)
   if stored then return {'replay', stored} end
 end
-local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit')
-if not gate[1] then return {'missing', 0} end
 local now = tonumber(ARGV[3])
 local starts, ends = tonumber(gate[2]), tonumber(gate[3])
 if (starts > 0 and now < starts) or (ends > 0 and now >= ends) then

@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 
+from loadtests.stack import bench_env
+
 DB_NAME = "inprocess_ticketing"
 REDIS_URL = "redis://127.0.0.1:6379/9"
 
@@ -29,7 +31,7 @@ ENV = {
     "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
     "REDIS_URL": REDIS_URL,
     "CELERY_BROKER_URL": REDIS_URL,
-    "DJANGO_SECRET_KEY": "inprocess-secret-key-not-for-production-0123456789",
+    "DJANGO_SECRET_KEY": bench_env("")["DJANGO_SECRET_KEY"],
     "DJANGO_DEBUG": "0",
     "THROTTLE_PURCHASE_RATE": "1000000000/min",
     "LOG_LEVEL": "WARNING",
@@ -160,7 +162,7 @@ def profile(app, fx: dict, name: str, requests: int, top: int) -> str:
     """cProfile `requests` calls; return the top functions and each stage's share of self time."""
     method, path, body, expected, auth = endpoints(fx)[name]
     token = fx["token"] if auth else None
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     for _ in range(requests):
         call(app, _environ(method, path, token, body), expected)

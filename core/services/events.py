@@ -6,6 +6,7 @@ import redis
 from django.db import transaction
 from django.db.models import Sum
 
+from core.cards import event_card_drop
 from core.exceptions import (
     ConflictError,
     EventHasSalesError,
@@ -97,6 +98,7 @@ def _event_update_once(*, event_id: int, data: dict[str, Any]) -> Event:
         delta=max(delta, 0),
         window=event_sale_window(event=event),
     )
+    event_card_drop(event_id=event_id)
     return event
 
 
@@ -141,5 +143,6 @@ def event_delete(*, event_id: int) -> None:
         event.delete()
     try:
         stock_forget(event_id=event_id)
+        event_card_drop(event_id=event_id)
     except redis.RedisError:
         logger.warning("gate not dropped after delete", extra={"event_id": event_id})

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from core.cards import event_card_drop, order_card, order_card_of, order_cards_write
 from core.exceptions import OrderNotCancellableError
 from core.models import Event, Order, Ticket
 from core.selectors import order_get, orders_pending_stale
@@ -45,6 +46,8 @@ class CommitResult:
     rejected: list[int] = field(default_factory=list)
     # Finalized orders: (order id, created_at) for the commit-latency metric.
     latencies: list[float] = field(default_factory=list)
+    # (order id, card) of every order made final, written to Redis after the commit.
+    cards: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -75,6 +78,8 @@ def orders_commit(
             )
     finally:
         stock_release(event_id=event_id, operation_id=operation_id, holdings=released)
+    if result.cards:
+        order_cards_write(result.cards)
     return result
 
 
@@ -124,6 +129,14 @@ def _orders_commit_locked(
         Order.objects.filter(pk__in=order_ids_).update(
             status=Order.Status.REJECTED, reason=reason, finalized_at=now, updated_at=now
         )
+    reasons = {order_id: reason for reason, ids in rejected.items() for order_id in ids}
+    for order_id, user_id, quantity, created_at in rows:
+        reason = reasons.get(order_id, "")
+        result.cards.append((order_id, order_card(
+            id=order_id, user_id=user_id, event_id=event_id, quantity=quantity,
+            status=Order.Status.REJECTED if reason else Order.Status.CONFIRMED, reason=reason,
+            created_at=created_at, updated_at=now, finalized_at=now,
+        )))
     return result, released
 
 
@@ -145,6 +158,8 @@ def order_abandon(*, order_id: int, reason: str) -> bool:
             finalized_at=timezone.now(),
             updated_at=timezone.now(),
         )
+    if updated:
+        order_cards_write([(order_id, order_card_of(Order.objects.get(pk=order_id)))])
     return bool(updated)
 
 
@@ -180,6 +195,8 @@ def order_cancel(*, order_id: int, user_id: int, is_admin: bool) -> Order:
             released = [(order.user_id, order.quantity)]
     finally:
         stock_release(event_id=order.event_id, operation_id=operation_id, holdings=released)
+    order_cards_write([(order.pk, order_card_of(order))])
+    event_card_drop(event_id=order.event_id)
     return order
 
 
