@@ -562,8 +562,9 @@ METHOD = """- Load: `loadtests/loadgen.py`, gevent + geventhttpclient, one proce
 - Steady-state figures (references, floor, accept, polls, floods) leave out the first second. Sale
   figures are taken between the opening (`sale_starts_at`) and the first `sold_out` answer.
 - Polls: one order per buyer inserted through the ORM (pending, or confirmed with `finalized_at`),
-  each read by its owner; no drain is queued for the pending event, and the report says how many
-  were still pending afterwards.
+  each read by its owner; every order is read once before the timing starts (an order accepted
+  through the API is answered from what its purchase left in Redis). No drain is queued for the
+  pending event, and the report says how many were still pending afterwards.
 - Flash crowd: the sale again with `--crowd` clients (one keep-alive connection each, RLIMIT_NOFILE
   raised in the harness and the load generator), a 10 s network time-out per request; a 503 with a
   `code` is an answer and its Retry-After is honoured.
