@@ -31,7 +31,7 @@ Load comes from `loadtests.loadgen` (gevent + geventhttpclient) in a process of 
 Every scenario ends with the invariants (nothing oversold, nothing lost or pending, the
 Redis gate equal to total - sold); a broken one stops the run with exit status 2.
 Writes results.json, report.md and PNG charts to --out (profiles.md with --profile).
-`--runs 3` with the defaults takes about 12 minutes on 2 cores.
+`--runs 3` with the defaults takes about 12-15 minutes on 2 cores (most of it the three sales of each run).
 """
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the API and worker processes during the accept and sale scenarios")
     parser.add_argument("--skip-scale-out", action="store_true")
-    parser.add_argument("--keep-db", action="store_true", help="leave bench_ticketing for inspection")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="leave bench_ticketing for inspection (the stage profiles reuse Redis DB 10 after the "
+                             "runs: add --skip-stage-profiles to keep its state too)")
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)
 

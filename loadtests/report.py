@@ -264,8 +264,8 @@ def markdown(results: dict) -> str:
             lines += _steady_table("## c. Sold-out flood", s["flood"])
         if s.get("sale") and s.get("naive"):
             lines += _naive_section(s)
-        lines += _baseline_section(results)
         lines += _crowd_section(s)
+        lines += _baseline_section(results)
     lines += _scale_section(results.get("scale_out") or {})
     lines += _resources_section(results)
     lines += ["## Charts", "", "![Requests/s and tickets over time](sale_timeline.png)", "",

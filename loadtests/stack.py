@@ -85,8 +85,11 @@ class Stack(ProcessGroup):
         The commits this is used for (df71965) served with gunicorn and gunicorn.conf.py; the
         process runs from `tree`, so `core`, `api` and `workers` are imported from there, on
         this stack's database, Redis DB and signing key (the same tokens work)."""
+        metrics = self.log_dir / f"metrics-{name}"  # its metric files apart from the current API's
+        metrics.mkdir(exist_ok=True)
         self.start(name, [str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
-                          "--bind", f"127.0.0.1:{port}", "--workers", str(workers)], cwd=tree)
+                          "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+                   {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}, cwd=tree)
         base_url = f"http://127.0.0.1:{port}"
         self.wait_until(lambda: answers(base_url + "/health/"), f"{name} to answer")
         return base_url
