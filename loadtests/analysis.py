@@ -127,3 +127,48 @@ def cumulative(times: np.ndarray, weights: np.ndarray, origin: float) -> dict:
 
 def ratio(value: float, reference: float) -> float:
     return round(value / reference, 3) if reference else 0.0
+
+
+def answered_figures(samples: Samples, within: float) -> dict:
+    """Did every request get an answer from the API within `within` seconds?
+
+    The load generator records an HTTP status it cannot classify as error_<digits> and a socket
+    error or time-out as error_<ExceptionName>: only the latter are unanswered. A 503 with a
+    `code` (busy_<code>) is an answer."""
+    outcome = samples.outcome.astype(str)
+    no_answer = np.array([o.startswith("error_") and not o[6:].isdigit() for o in outcome], dtype=bool)
+    late = ~no_answer & (samples.latency > within)
+    return {
+        "requests": int(len(samples.t)), "unanswered": int(no_answer.sum()), "answered_late": int(late.sum()),
+        "server_errors": int(np.char.startswith(outcome, "error_5").sum()) if len(outcome) else 0,
+        "busy_answers": int(np.char.startswith(outcome, "busy_").sum()) if len(outcome) else 0,
+        "latency": latency_stats(samples.latency),
+    }
+
+
+def parse_stage_profile(text: str) -> dict:
+    """Read `python -m loadtests.inprocess --only E --profile E` output: CPU µs per request
+    ("E   1234 us CPU/request") and the "self time by stage:" table ("stage  12.3%").
+
+    Lines that match neither are ignored, so added output does not break the reading."""
+    import re
+
+    cpu: dict[str, float] = {}
+    stages: dict[str, float] = {}
+    in_table = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith("self time by stage"):
+            in_table = True
+            continue
+        if in_table:
+            found = re.match(r"^([A-Za-z_][\w /-]*?)\s+(\d+(?:\.\d+)?)\s*%", stripped)
+            if found:
+                stages[found.group(1)] = float(found.group(2))
+                continue
+            if stripped or stages:
+                in_table = False
+        found = re.match(r"^([A-Za-z_]\w*)\s+(\d+(?:\.\d+)?)\s*(?:us|µs)\s+CPU", stripped)
+        if found:
+            cpu[found.group(1)] = float(found.group(2))
+    return {"cpu_us_per_request": cpu, "stages": stages}

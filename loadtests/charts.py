@@ -75,8 +75,14 @@ def latency_percentiles(run: dict, path: Path) -> None:
         if stats["count"]:
             groups.append((label, stats))
 
+    for key, label in (("bare", "bare app"), ("health", "GET\n/health/")):
+        if run.get(key):
+            add(label, run[key]["_samples"])
     add("floor GET", run["floor"]["_samples"])
     add("accept-only\naccepted", run["accept"]["_samples"], outcome="accepted")
+    for key, label in (("poll_pending", "poll\npending"), ("poll_final", "poll\nfinal")):
+        if run.get(key):
+            add(label, run[key]["_samples"])
     sale = run["sale"]["_samples"]
     for outcome in ("sale_not_open", "accepted", "insufficient_tickets", "sold_out"):
         add(f"sale\n{outcome}", sale, kind="buy", outcome=outcome)
@@ -85,14 +91,19 @@ def latency_percentiles(run: dict, path: Path) -> None:
     naive = run["naive"]["_samples"]
     for outcome in ("sale_not_open", "confirmed", "sold_out"):
         add(f"naive\n{outcome}", naive, kind="buy", outcome=outcome)
-    fig, ax = plt.subplots(figsize=(12, 5))
+    if run["naive"].get("flood"):
+        add("naive flood\nsold_out", run["naive"]["flood"]["_samples"], outcome="sold_out")
+    if run.get("crowd"):
+        add(f"crowd ({run['crowd']['connections']})\nall", run["crowd"]["_samples"])
+    fig, ax = plt.subplots(figsize=(max(12, len(groups) * 0.8), 5))
     x = np.arange(len(groups))
     for i, (key, color) in enumerate((("p50_ms", "tab:blue"), ("p90_ms", "tab:orange"), ("p99_ms", "tab:red"))):
         ax.bar(x + (i - 1) * 0.27, [g[1][key] for g in groups], 0.27, label=key.replace("_ms", ""), color=color)
     ax.set_xticks(x, [f"{g[0]}\n(n={g[1]['count']})" for g in groups], fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (log)")
-    ax.set_title("Latency percentiles per scenario and outcome (64 concurrent clients)", fontsize=10)
+    ax.set_title("Latency percentiles per scenario and outcome (closed-loop clients; the crowd: one per connection)",
+                 fontsize=10)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

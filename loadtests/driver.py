@@ -34,6 +34,8 @@ class Context:
     work_dir: Path
     profiles: dict = field(default_factory=dict)
     busy_before: float = 0.0
+    baseline_url: str | None = None  # the API of the --baseline commit, when one runs
+    baseline_commit: str | None = None
 
 
 def login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
@@ -105,13 +107,18 @@ def drive(ctx: Context, label: str, spec: dict, setup, *, progress: str = "t", t
             generator.process.kill()
         locks_figures = locks.stop()
     seconds = time.monotonic() - started
-    cpu = cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), seconds)
+    cpu_after = ctx.meter.cpu_snapshot()
+    cpu = cpu_delta(cpu_before, cpu_after, seconds)
     cpu["loadgen"] = round(done["cpu"] / seconds, 2)
     cpu["other"] = round(max(0.0, cpu["other"] - cpu["loadgen"]), 2)
+    # Only the server under load does work while a scenario runs (the others idle), so the
+    # `api` role's CPU over the requests served is that server's cost per request.
+    api_seconds = cpu_after.get("api", 0.0) - cpu_before.get("api", 0.0)
+    api_ms = round(api_seconds / done["n"] * 1000, 3) if done.get("n") else None
     if profiler:
         ctx.profiles[label] = profiler.stop()
     return {"done": done, "samples": Samples.load(samples_path), "cpu_cores": cpu,
-            "pg_lock_waits": locks_figures, "go": go}
+            "api_cpu_ms_per_request": api_ms, "pg_lock_waits": locks_figures, "go": go}
 
 
 def _follow(generator: LoadGen, spec: dict, label: str, progress: str, total: float | None) -> dict:

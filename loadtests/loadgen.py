@@ -15,7 +15,12 @@ Spec: base_url, mode ("get" | "buy"), path, tokens, concurrency, max_seconds,
 max_requests, start_at (epoch s), poll (follow 202s to a final status, honouring
 Retry-After), grace_after_sold_out (seconds of further purchases once a client saw
 sold_out; null = keep buying until the deadline), quantities ([min, max]), seed,
-samples (CSV path).
+samples (CSV path), network_timeout (seconds, default 30; a request without an
+answer by then is recorded as an error), paths (optional, "get" mode: one path per
+token, so that each buyer reads its own order).
+
+A 503 with a JSON `code` is an answer (the server shedding load): it is recorded as
+`busy_<code>` and the client waits its Retry-After, as the Locust buyer does.
 
 Every run is bounded by max_seconds and max_requests, and only ever talks to base_url.
 """
@@ -35,9 +40,13 @@ from urllib.parse import urlsplit  # noqa: E402
 import gevent  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 
+from loadtests.rlimit import raise_open_files_limit  # noqa: E402
+
 COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id"]
 # A response we cannot classify (5xx, timeouts) is recorded, then the client backs off.
 ERROR_BACKOFF = 0.05
+MAX_RETRY_AFTER = 5.0  # a busy answer's Retry-After is honoured up to this many seconds
+
 
 
 class Run:
@@ -68,8 +77,18 @@ class Run:
 def _code(body: bytes) -> str:
     try:
         return json.loads(body).get("code", "unknown")
-    except ValueError:
+    except (ValueError, AttributeError):
         return "unparsable"
+
+
+def _busy(response, payload: bytes) -> float | None:
+    """Seconds to wait when `response` is a 503 with a `code` and Retry-After, else None."""
+    if response is None or response.status_code != 503 or _code(payload) in ("unknown", "unparsable"):
+        return None
+    try:
+        return min(float(response.get("Retry-After", "1")), MAX_RETRY_AFTER)
+    except ValueError:
+        return None
 
 
 class Client:
@@ -80,10 +99,10 @@ class Client:
         self.run, self.http = run, http
         tokens = spec["tokens"]
         # Client i acts as buyers i, i+C, i+2C, ... in turn, so every buyer is used.
+        self.buyers = list(range(index % len(tokens), len(tokens), spec["concurrency"])) or [index % len(tokens)]
         self.headers = [
-            {"Authorization": f"Bearer {tokens[j]}", "Content-Type": "application/json"}
-            for j in range(index % len(tokens), len(tokens), spec["concurrency"])
-        ] or [{"Authorization": f"Bearer {tokens[index % len(tokens)]}"}]
+            {"Authorization": f"Bearer {tokens[j]}", "Content-Type": "application/json"} for j in self.buyers
+        ]
         self.turn = 0
         self.rng = random.Random(spec["seed"] * 100_003 + index)
         self.polls: list[tuple[float, int, str, dict]] = []  # (due, order id, path, headers)
@@ -118,9 +137,17 @@ class Client:
         return self.headers[self.turn % len(self.headers)]
 
     def get(self) -> None:
-        t, latency, response, body = self.request("GET", self.run.spec["path"], None, self.next_headers())
+        headers = self.next_headers()
+        paths = self.run.spec.get("paths")
+        path = paths[self.buyers[self.turn % len(self.buyers)]] if paths else self.run.spec["path"]
+        t, latency, response, body = self.request("GET", path, None, headers)
         self.run.requests += 1
         status = response.status_code if response else 0
+        wait = _busy(response, body)
+        if wait is not None:
+            self.run.record(t, latency, "get", f"busy_{_code(body)}")
+            gevent.sleep(wait)
+            return
         self.run.record(t, latency, "get", "ok" if status == 200 else f"error_{status or body.decode()}")
         if status != 200:
             gevent.sleep(ERROR_BACKOFF)
@@ -144,6 +171,11 @@ class Client:
                 delay = float(response.get("Retry-After", "1"))
                 heapq.heappush(self.polls, (time.monotonic() + delay, order_id, f"/orders/{order_id}/", headers))
             return
+        wait = _busy(response, payload)
+        if wait is not None:
+            run.record(t, latency, "buy", f"busy_{_code(payload)}", qty)
+            gevent.sleep(wait)
+            return
         outcome = _code(payload) if status == 409 else f"error_{status or payload.decode()}"
         run.record(t, latency, "buy", outcome, qty)
         if outcome == "sold_out" and run.sold_out_at is None:
@@ -157,8 +189,10 @@ class Client:
         self.run.requests += 1
         status = response.status_code if response else 0
         if status != 200:
-            self.run.record(t, latency, "poll", f"error_{status or payload.decode()}", 0, order_id)
-            heapq.heappush(self.polls, (time.monotonic() + 1.0, order_id, path, headers))
+            wait = _busy(response, payload)
+            outcome = f"busy_{_code(payload)}" if wait is not None else f"error_{status or payload.decode()}"
+            self.run.record(t, latency, "poll", outcome, 0, order_id)
+            heapq.heappush(self.polls, (time.monotonic() + (wait or 1.0), order_id, path, headers))
             return
         state = json.loads(payload)["status"]
         self.run.record(t, latency, "poll", state, 0, order_id)
@@ -181,6 +215,7 @@ def _emit(**fields) -> None:
 
 def main() -> None:
     spec = json.loads(sys.stdin.readline())
+    raise_open_files_limit(spec["concurrency"] + 1024)
     _emit(ready=True)
     spec.update(json.loads(sys.stdin.readline()))
     url = urlsplit(spec["base_url"])
@@ -188,7 +223,7 @@ def main() -> None:
     run = Run(spec)
     clients = [
         Client(run, i, HTTPClient(url.hostname, url.port, concurrency=1,
-                                  connection_timeout=10, network_timeout=30))
+                                  connection_timeout=10, network_timeout=spec.get("network_timeout", 30)))
         for i in range(spec["concurrency"])
     ]
     delay = spec.get("start_at", 0) - time.time()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from loadtests import prepare
 from loadtests.analysis import (
     Samples,
+    answered_figures,
     by_outcome,
     cumulative,
     errors,
@@ -66,33 +68,121 @@ def _commit_figures(times: dict[str, np.ndarray]) -> dict:
 # --- Scenarios --------------------------------------------------------------------------
 
 
-def scenario_floor(ctx: Context) -> dict:
-    """a. Authenticated GET /events/<id>/: the cheapest request the API serves."""
-    event_id = prepare.event_prepare(total_tickets=1000, name="Floor")
-    raw = drive(ctx, "floor", {"mode": "get", "max_seconds": ctx.args.duration},
-                lambda: {"path": f"/events/{event_id}/"})
-    return {"event_id": event_id, **steady_state(raw["samples"]), "cpu_cores": raw["cpu_cores"],
-            "pg_lock_waits": raw["pg_lock_waits"], "_samples": raw["samples"]}
+def _steady(raw: dict, **extra) -> dict:
+    samples = raw["samples"]
+    return {**extra, **steady_state(samples), "by_outcome": by_outcome(samples, samples.mask()),
+            "cpu_cores": raw["cpu_cores"], "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
+            "pg_lock_waits": raw["pg_lock_waits"], "_samples": samples}
 
 
-def scenario_accept(ctx: Context) -> dict:
-    """a'. The accept path alone: purchases of an event that cannot sell out, no polling."""
-    event_id = prepare.event_prepare(total_tickets=2_000_000_000, name="Accept path")
-    raw = drive(ctx, "accept", {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None},
+def _get_spec(ctx: Context, base_url: str | None) -> dict:
+    spec = {"mode": "get", "max_seconds": ctx.args.duration}
+    return {**spec, "base_url": base_url} if base_url else spec
+
+
+def scenario_bare(ctx: Context) -> dict:
+    """Reference: a bare WSGI app (loadtests/bare.py) on the product's server, the server's ceiling."""
+    url = ctx.stack.start_api("bare-api", port=free_port(), workers=ctx.args.api_workers,
+                              app="loadtests.bare:application", health_path="/")
+    try:
+        return _steady(drive(ctx, "bare", _get_spec(ctx, url), lambda: {"path": "/"}))
+    finally:
+        ctx.stack.stop("bare-api")
+
+
+def scenario_health(ctx: Context) -> dict:
+    """Reference: `GET /health/` of the product, the framework's floor (no authentication)."""
+    return _steady(drive(ctx, "health", _get_spec(ctx, None), lambda: {"path": "/health/"}))
+
+
+def scenario_floor(ctx: Context, event_id: int | None = None, *, base_url: str | None = None) -> dict:
+    """a. Authenticated GET /events/<id>/ (on `base_url`, the baseline's API, when given)."""
+    event_id = event_id or prepare.event_prepare(total_tickets=1000, name="Floor")
+    label = "baseline_floor" if base_url else "floor"
+    return _steady(drive(ctx, label, _get_spec(ctx, base_url), lambda: {"path": f"/events/{event_id}/"}),
+                   event_id=event_id)
+
+
+def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
+    """a'. The accept path alone: purchases of an event that cannot sell out, no polling.
+
+    Against the baseline's API too: its orders are drained by this stack's worker (same task
+    name and queue, see bench.baseline_check) and the same invariants are checked."""
+    label = "baseline_accept" if base_url else "accept"
+    event_id = prepare.event_prepare(total_tickets=2_000_000_000, name=f"Accept path ({label})")
+    spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
+    raw = drive(ctx, label, {**spec, "base_url": base_url} if base_url else spec,
                 lambda: {"path": f"/events/{event_id}/purchase/"})
     samples = raw["samples"]
     drain = wait_until_final([event_id], timeout=120)
     accepted = samples.mask(outcome="accepted")
-    figures = invariants_check("accept", event_id, accepted_ids=samples.order_id[accepted])
-    return {"event_id": event_id, **steady_state(samples), "by_outcome": by_outcome(samples, samples.mask()),
-            "drain_after_load_s": round(drain, 2), "commit": _commit_figures(_order_times(event_id)),
-            "cpu_cores": raw["cpu_cores"], "pg_lock_waits": raw["pg_lock_waits"], "invariants": figures,
-            "_samples": samples}
+    figures = invariants_check(label, event_id, accepted_ids=samples.order_id[accepted])
+    return _steady(raw, event_id=event_id, drain_after_load_s=round(drain, 2),
+                   commit=_commit_figures(_order_times(event_id)), invariants=figures)
 
 
-def scenario_sale(ctx: Context, *, naive_url: str | None = None) -> dict:
+def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
+    """One order per buyer, pending on one event and confirmed on another: {status: {event_id, paths}}.
+
+    Rows go in through the ORM as if accepted (pending) or committed (confirmed). No drain is
+    queued for the pending event, so nothing finalizes those orders (scenario_poll checks)."""
+    from django.utils import timezone
+
+    from core.models import Event, Order
+
+    made = {}
+    for status in ("pending", "confirmed"):
+        event_id = prepare.event_prepare(total_tickets=10 * len(ctx.buyer_ids), name=f"Poll ({status})")
+        final = status == "confirmed"
+        orders = Order.objects.bulk_create([
+            Order(user_id=user_id, event_id=event_id, quantity=1, status=status,
+                  finalized_at=timezone.now() if final else None)
+            for user_id in ctx.buyer_ids
+        ])
+        if final:
+            Event.objects.filter(pk=event_id).update(tickets_sold=len(orders))
+        # tokens[i] belongs to buyer_ids[i]: the loadgen's client reading as buyer i asks for paths[i].
+        made[status] = {"event_id": event_id, "paths": [f"/orders/{o.pk}/" for o in orders]}
+    return made
+
+
+def scenario_poll(ctx: Context, orders: dict, status: str, *, base_url: str | None = None) -> dict:
+    """GET /orders/<id>/ by its owner, every order `status` (pending or confirmed) throughout."""
+    from core.models import Order
+
+    name = "poll_pending" if status == "pending" else "poll_final"
+    label = f"baseline_{name}" if base_url else name
+    event_id = orders[status]["event_id"]
+    _poll_each_once(base_url or ctx.api_url, ctx.tokens, orders[status]["paths"])
+    raw = drive(ctx, label, {**_get_spec(ctx, base_url), "paths": orders[status]["paths"]},
+                lambda: {"path": orders[status]["paths"][0]})
+    left = Order.objects.filter(event_id=event_id, status=status).count()
+    return _steady(raw, event_id=event_id, orders=len(orders[status]["paths"]),
+                   orders_still_in_status_after=left)
+
+
+def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
+    """Read every order once before the measurement, as its buyer would right after the 202.
+
+    An order accepted through the API is answered from what the purchase left in Redis; these
+    rows went in through the ORM, so without this the timed polls would mostly be first reads."""
+    import requests
+
+    session = requests.Session()
+
+    def read(i: int) -> None:
+        response = session.get(base_url + paths[i], headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {paths[i]} by its owner: {response.status_code} {response.text[:200]}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(read, range(len(paths))))
+
+
+def scenario_sale(ctx: Context, *, naive_url: str | None = None, label: str | None = None,
+                  concurrency: int | None = None, network_timeout: float | None = None) -> dict:
     """b (or d with naive_url). A flash sale of --tickets: pre-open rush, sell-out, polls."""
-    label = "naive_sale" if naive_url else "sale"
+    label = label or ("naive_sale" if naive_url else "sale")
     created: dict = {}
 
     def setup() -> dict:
@@ -109,6 +199,10 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None) -> dict:
             "grace_after_sold_out": SALE_GRACE_SECONDS}
     if naive_url:
         spec["base_url"] = naive_url
+    if concurrency:
+        spec["concurrency"] = concurrency
+    if network_timeout:
+        spec["network_timeout"] = network_timeout
     raw = drive(ctx, label, spec, setup, progress="qty", total=ctx.args.tickets)
     samples, event_id, open_at = raw["samples"], created["id"], created["open_at"]
     drain = wait_until_final([event_id], timeout=120)
@@ -135,6 +229,7 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None) -> dict:
         "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
         "errors": errors(samples), "drain_after_load_s": round(drain, 2),
         "commit": None if naive_url else _commit_figures(times), "cpu_cores": raw["cpu_cores"],
+        "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
         "pg_lock_waits": raw["pg_lock_waits"], "invariants": figures,
         "_chart": {
             "rates": rate_timeline(samples, open_at),
@@ -148,29 +243,50 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None) -> dict:
 
 def _client_final(samples: Samples, open_at: float) -> float | None:
     final = samples.mask(kind="poll") & (samples.outcome != "pending")
+    final &= ~np.char.startswith(samples.outcome.astype(str), "error_")
+    final &= ~np.char.startswith(samples.outcome.astype(str), "busy_")
     return round(float(samples.end[final].max()) - open_at, 3) if final.any() else None
 
 
-def scenario_flood(ctx: Context, event_id: int) -> dict:
-    """c. Purchases of a sold-out event: what a refresh storm after the sale costs."""
-    raw = drive(ctx, "flood", {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None},
-                lambda: {"path": f"/events/{event_id}/purchase/"})
-    figures = invariants_check("flood", event_id, expect_sold_out=True)
-    samples = raw["samples"]
-    return {"event_id": event_id, **steady_state(samples), "by_outcome": by_outcome(samples, samples.mask()),
-            "cpu_cores": raw["cpu_cores"], "pg_lock_waits": raw["pg_lock_waits"], "invariants": figures,
-            "_samples": samples}
+def scenario_flood(ctx: Context, event_id: int, *, base_url: str | None = None, naive: bool = False) -> dict:
+    """c. Purchases of a sold-out event: what a refresh storm after the sale costs.
+
+    On `base_url` (the baseline's or the naive API) when given; `naive` selects the naive
+    API's routes and skips the Redis gate in the invariants."""
+    label = "naive_flood" if naive else "baseline_flood" if base_url else "flood"
+    spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
+    prefix = "/naive" if naive else ""
+    raw = drive(ctx, label, {**spec, "base_url": base_url} if base_url else spec,
+                lambda: {"path": f"{prefix}/events/{event_id}/purchase/"})
+    figures = invariants_check(label, event_id, gate=not naive, expect_sold_out=True)
+    return _steady(raw, event_id=event_id, invariants=figures)
 
 
 def scenario_naive(ctx: Context) -> dict:
-    """d. The same sale against the naive design, served by a second gunicorn."""
+    """d. The same sale against the naive design (a second API server), then its sold-out flood."""
     port = free_port()
     url = ctx.stack.start_api("naive-api", port=port, workers=ctx.args.api_workers,
                               settings="loadtests.naive.settings")
     try:
-        return scenario_sale(ctx, naive_url=url)
+        sale = scenario_sale(ctx, naive_url=url)
+        sale["flood"] = scenario_flood(ctx, sale["event_id"], base_url=url, naive=True)
+        return sale
     finally:
         ctx.stack.stop("naive-api")
+
+
+CROWD_CONCURRENCY = 2000
+CROWD_ANSWER_SECONDS = 10.0
+
+
+def scenario_crowd(ctx: Context, concurrency: int = CROWD_CONCURRENCY) -> dict:
+    """Flash crowd: a sale with `concurrency` keep-alive connections; every request must be answered.
+
+    An answer is any HTTP response from the API within CROWD_ANSWER_SECONDS (a 503 with
+    Retry-After and a `code` included); socket errors, time-outs and slower answers are not."""
+    sale = scenario_sale(ctx, label="crowd", concurrency=concurrency, network_timeout=CROWD_ANSWER_SECONDS)
+    sale.update({"connections": concurrency, **answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)})
+    return sale
 
 
 def scenario_scale_out(ctx: Context, workers: tuple[int, ...] = (1, 2, 4), events: int = 4) -> dict:

@@ -1,4 +1,4 @@
-"""The benchmark's own stack: database, Redis DB, gunicorn and Celery subprocesses, meters.
+"""The benchmark's own stack: database, Redis DB, API server and Celery subprocesses, meters.
 
 Everything here is private to the benchmark: a database of its own (dropped and
 recreated), a Redis database number of its own (FLUSHDB of that number only), servers
@@ -18,7 +18,7 @@ import psutil
 import psycopg
 import redis
 
-from loadtests.processes import ROOT, ProcessGroup, free_port  # noqa: F401 (ROOT, free_port: re-exported)
+from loadtests.processes import BIN, ROOT, ProcessGroup, answers, free_port  # noqa: F401 (re-exported)
 
 DB_NAME = "bench_ticketing"
 REDIS_DB = 10
@@ -56,9 +56,9 @@ def database_recreate() -> None:
         conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
-def database_drop() -> None:
+def database_drop(name: str = DB_NAME) -> None:
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def redis_flush() -> None:
@@ -66,15 +66,33 @@ def redis_flush() -> None:
 
 
 class Stack(ProcessGroup):
-    """gunicorn and Celery processes of the benchmark, with their logs in `log_dir`."""
+    """API server and Celery processes of the benchmark, with their logs in `log_dir`."""
 
     def __init__(self, env: dict[str, str], log_dir: Path):
         super().__init__({**os.environ, **env}, log_dir)
 
-    def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None) -> str:
-        """Start the API server as production does (core.serve); return its base URL."""
+    def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None,
+                  app: str = "core.wsgi:application", health_path: str = "/health/") -> str:
+        """Start the API server as production does (core.serve); return its base URL.
+
+        `app` may name another WSGI app served the same way (the bare reference)."""
         env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
-        return self.start_api_server(name, port=port, workers=workers, env=env)
+        return self.start_api_server(name, port=port, workers=workers, env=env, app=app, health_path=health_path)
+
+    def start_baseline_api(self, name: str, *, tree: Path, port: int, workers: int = 2) -> str:
+        """Start the API of an older commit checked out in `tree` with that commit's own server.
+
+        The commits this is used for (df71965) served with gunicorn and gunicorn.conf.py; the
+        process runs from `tree`, so `core`, `api` and `workers` are imported from there, on
+        this stack's database, Redis DB and signing key (the same tokens work)."""
+        metrics = self.log_dir / f"metrics-{name}"  # its metric files apart from the current API's
+        metrics.mkdir(exist_ok=True)
+        self.start(name, [str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
+                          "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+                   {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}, cwd=tree)
+        base_url = f"http://127.0.0.1:{port}"
+        self.wait_until(lambda: answers(base_url + "/health/"), f"{name} to answer")
+        return base_url
 
     def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
         """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
@@ -104,7 +122,7 @@ class Meter(threading.Thread):
         for name, popen in list(self.stack.processes.items()):
             try:
                 root = self._proc(popen.pid)
-                kind = "celery" if "worker" in name else "gunicorn"
+                kind = "celery" if "worker" in name else "api"
                 found.append((f"{kind} master", name, root))
                 found += [(f"{kind} child", name, self._proc(c.pid)) for c in root.children()]
             except psutil.NoSuchProcess:
@@ -175,6 +193,24 @@ def cpu_delta(before: dict[str, float], after: dict[str, float], seconds: float)
 
 def tmp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def baseline_tree_add(commit: str) -> Path:
+    """Check `commit` out in a temporary detached git worktree; return its directory."""
+    tree = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    return tree
+
+
+def baseline_tree_remove(tree: Path) -> None:
+    """Remove a worktree made by baseline_tree_add (and git's record of it)."""
+    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, cwd=ROOT,
+                   capture_output=True, text=True)
+    if tree.parent.exists():
+        import shutil
+
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 class LockSampler(threading.Thread):

@@ -21,3 +21,9 @@ def test_private_keys_and_text_are_kept_from_the_first_run():
     runs = [{"_raw": [1], "event": "a", "ok": True}, {"_raw": [2], "event": "b", "ok": False}]
 
     assert summarize(runs) == {"event": "a", "ok": True}
+
+
+def test_the_run_completion_mark_is_not_a_figure():
+    runs = [{"_complete": True, "sale": {"rps": 1.0}}, {"_complete": True, "sale": {"rps": 3.0}}]
+
+    assert summarize(runs) == {"sale": {"rps": 2.0}}
