@@ -16,7 +16,7 @@ class SharedStateCollector:
     """Gauges read at scrape time from Redis and PostgreSQL, the same for every process."""
 
     def collect(self):
-        from workers.monitoring import gate_agreement, orders_pending_summary, queue_depths
+        from core.ops import gate_agreement, orders_pending_summary, queue_depths, workers_alive
 
         depth = GaugeMetricFamily("queue_depth", "Messages waiting per queue.", labels=["queue"])
         for queue, size in queue_depths().items():
@@ -27,6 +27,11 @@ class SharedStateCollector:
         yield GaugeMetricFamily(
             "orders_oldest_pending_seconds", "Age of the oldest pending order.",
             value=orders["oldest_pending_seconds"],
+        )
+        yield GaugeMetricFamily(
+            "workers_alive",
+            "Celery workers that announced themselves within the alive window.",
+            value=len(workers_alive()),
         )
         rows = gate_agreement()
         yield GaugeMetricFamily(

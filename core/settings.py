@@ -222,6 +222,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A Celery worker on a host of its own can serve its metrics on this port (0 = off).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
+# Each worker announces itself this often; /ops/queues/ and /metrics count a worker
+# alive for three periods after its last announcement (no ping from the request).
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
 
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

@@ -4,7 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from workers.monitoring import queue_summary
+from core.ops import queue_summary
 
 
 class Command(BaseCommand):
