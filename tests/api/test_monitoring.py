@@ -1,4 +1,5 @@
 """Operators' views: /ops/queues/, /metrics and `manage.py queues`."""
+
 import io
 import time
 
@@ -28,7 +29,9 @@ def test_ops_queues_is_for_admins_only(anon, buyer_client):
     assert response.json()["code"] == "permission_denied"
 
 
-def test_ops_queues_reports_real_queued_messages_and_pending_orders(admin_client, buyer_client, make_event):
+def test_ops_queues_reports_real_queued_messages_and_pending_orders(
+    admin_client, buyer_client, make_event
+):
     first, second = make_event(), make_event()
     for event in (first, second, second):
         assert buy(buyer_client, event).status_code == 202
@@ -39,7 +42,10 @@ def test_ops_queues_reports_real_queued_messages_and_pending_orders(admin_client
     assert body["orders"]["pending"] == 3
     assert body["orders"]["oldest_pending_seconds"] > 0
     assert body["workers"] == []
-    assert {row["event"]: row["gate_remaining"] for row in body["events"]} == {first.pk: 99, second.pk: 98}
+    assert {row["event"]: row["gate_remaining"] for row in body["events"]} == {
+        first.pk: 99,
+        second.pk: 98,
+    }
     assert body["disagreements"] == 0
 
 
@@ -48,18 +54,27 @@ def test_ops_queues_flags_a_gate_that_disagrees_with_postgres(admin_client, even
     stock.get_redis().hset(f"gate:{{ev:{event.pk}}}", "remaining", 7)
     body = admin_client.get("/ops/queues/").json()
     assert body["disagreements"] == 1
-    assert body["events"][0] | {"gate_remaining": 7, "database_remaining": 100, "agrees": False} == body["events"][0]
+    assert (
+        body["events"][0] | {"gate_remaining": 7, "database_remaining": 100, "agrees": False}
+        == body["events"][0]
+    )
 
 
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
-def test_ops_queues_sees_live_workers_and_recent_commits(admin_client, buyer_client, event, tmp_path):
+def test_ops_queues_sees_live_workers_and_recent_commits(
+    admin_client, buyer_client, event, tmp_path
+):
     port = free_port()
-    live = LiveStack(tmp_path, env={"WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    live = LiveStack(
+        tmp_path, env={"WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
     try:
         live.start_worker(concurrency=1)
         assert buy(buyer_client, event, 2).status_code == 202
-        live.wait_until(lambda: admin_client.get("/ops/queues/").json()["orders"]["pending"] == 0, "commit")
+        live.wait_until(
+            lambda: admin_client.get("/ops/queues/").json()["orders"]["pending"] == 0, "commit"
+        )
         body = admin_client.get("/ops/queues/").json()
         worker_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         live.stop("worker")  # a warm shutdown: the worker takes its announcement back
@@ -99,7 +114,10 @@ def test_metrics_expose_latency_outcomes_queues_and_commit_latency(
     samples = _samples(response.content.decode())
     outcomes = {s["code"] for s in samples["purchase_requests_total"] if s["_value"] > 0}
     assert {"accepted", "sold_out"} <= outcomes
-    routes = {(s["method"], s["route"], s["status"]) for s in samples["http_request_duration_seconds_count"]}
+    routes = {
+        (s["method"], s["route"], s["status"])
+        for s in samples["http_request_duration_seconds_count"]
+    }
     assert ("POST", "events/<int:event_id>/purchase/", "202") in routes
     assert ("POST", "events/<int:event_id>/purchase/", "409") in routes
     assert {s["queue"] for s in samples["queue_depth"]} == {"purchases", "default"}
@@ -161,7 +179,9 @@ def test_metrics_count_the_live_workers(client):
     assert samples["workers_alive"][0]["_value"] == 1
 
 
-def test_ops_queues_reads_no_worker_and_few_queries(admin_client, event, django_assert_max_num_queries):
+def test_ops_queues_reads_no_worker_and_few_queries(
+    admin_client, event, django_assert_max_num_queries
+):
     # Auth and the permission check read nothing; pending summary 2, one event's snapshot 2.
     with django_assert_max_num_queries(6):
         response = admin_client.get("/ops/queues/")

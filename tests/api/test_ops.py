@@ -1,4 +1,5 @@
 """Operations: liveness, readiness, the OpenAPI schema and its docs page."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """/ops/queues/ answers in milliseconds with a live worker (no broadcast ping per request)."""
+
 import statistics
 import time
 
@@ -24,7 +25,9 @@ def test_ops_queues_answers_in_milliseconds_with_a_live_worker(admin, make_event
             live.base_url, admin.username, "correct-horse-battery"
         )
         url = live.base_url + "/ops/queues/"
-        live.wait_until(lambda: session.get(url, timeout=10).json()["workers"], "the worker to show")
+        live.wait_until(
+            lambda: session.get(url, timeout=10).json()["workers"], "the worker to show"
+        )
         timings, bodies = [], []
         for _ in range(REQUESTS):
             started = time.perf_counter()
@@ -36,8 +39,10 @@ def test_ops_queues_answers_in_milliseconds_with_a_live_worker(admin, make_event
         live.stop_all()
     timings.sort()
     median, p95 = statistics.median(timings), timings[int(REQUESTS * 0.95) - 1]
-    print(f"GET /ops/queues/ x{REQUESTS}: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
-          f"max {timings[-1] * 1000:.1f} ms")
+    print(
+        f"GET /ops/queues/ x{REQUESTS}: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+        f"max {timings[-1] * 1000:.1f} ms"
+    )
     assert all(body["workers"] == [bodies[0]["workers"][0]] for body in bodies)
     assert bodies[0]["workers"][0].startswith("worker@")
     # The ping it replaced waited 0.5 s for answers on every request.
