@@ -185,6 +185,8 @@ SIMPLE_JWT = {
     "TOKEN_USER_CLASS": "api.authentication.TokenUser",
 }
 
+# The base URL the OpenAPI schema names as its server (Postman and generators use it).
+API_PUBLIC_URL = env.str("API_PUBLIC_URL", default="http://127.0.0.1:8000")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Flash-sale ticketing API",
     "DESCRIPTION": (
@@ -195,6 +197,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "",
+    "SERVERS": [{"url": API_PUBLIC_URL}],
 }
 
 # --- Domain -----------------------------------------------------------------------
@@ -225,6 +228,10 @@ WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
 # Each worker announces itself this often; /ops/queues/ and /metrics count a worker
 # alive for three periods after its last announcement (no ping from the request).
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+# With debug on, API clients still get JSON for 404/405 (see api/debug.py); appended
+# here, outside the MIDDLEWARE list, so production runs without it.
+if DEBUG:
+    MIDDLEWARE = [*MIDDLEWARE, "api.debug.DebugJsonErrorsMiddleware"]
 
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
