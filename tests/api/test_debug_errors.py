@@ -90,7 +90,7 @@ def test_production_still_answers_json_404_without_the_middleware(settings, clie
 def test_the_middleware_is_installed_only_with_debug_on(debug, present):
     printed = subprocess.run(
         [sys.executable, "-c", "from core import settings; print(settings.MIDDLEWARE)"],
-        env={**os.environ, "DJANGO_DEBUG": debug, "DJANGO_SECRET_KEY": "middleware-test-only"},
+        env={**os.environ, "DJANGO_DEBUG": debug},  # DJANGO_SECRET_KEY: from tests/settings.py
         capture_output=True,
         text=True,
         check=True,

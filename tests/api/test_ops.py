@@ -154,7 +154,6 @@ def test_schema_server_follows_api_public_url():
         env={
             **os.environ,
             "API_PUBLIC_URL": "https://tickets.example.com/api",
-            "DJANGO_SECRET_KEY": "schema-test-only",
             "DJANGO_DEBUG": "0",
         },
         capture_output=True,

@@ -23,7 +23,6 @@ def log_line(**env) -> str:
         env={
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "core.settings",
-            "DJANGO_SECRET_KEY": "log-format-test-only",
             "LOG_LEVEL": "INFO",
             **env,
         },
