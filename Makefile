@@ -27,7 +27,7 @@ setup: $(VENV)/.installed
 services:
 	@scripts/services-up
 
-migrate: setup services
+migrate: services setup
 	$(BIN)/python -m core.dbcreate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 
@@ -42,7 +42,7 @@ run: migrate
 demo: migrate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py demo
 
-test: setup services
+test: services setup
 	$(BIN)/pytest
 
 # Seconds: ruff checks the rules chosen in pyproject.toml, then the formatting.
