@@ -15,12 +15,14 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.models import Order
-from core.selectors import event_gate_snapshot, events_on_sale
-from core.stock import get_redis, stock_remaining
+from core.selectors import events_on_sale
+from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
+from core.stock import get_redis
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
 # that they match, since core/ does not import the worker package).
@@ -78,17 +80,29 @@ def orders_pending_summary() -> dict:
 def gate_agreement(*, limit: int = 50) -> list[dict]:
     """For each event on sale (soonest first): the gate's stock beside PostgreSQL's.
 
-    A difference while orders are in flight is normal for a moment; one that stays
-    across reconciliations is not.
+    PostgreSQL's figure is event_gate_snapshot's (total - sold - pending), for every
+    event in one query, and the gates come in one Redis round trip: the cost does not
+    grow with the number of events. A difference while orders are in flight is normal
+    for a moment; one that stays across reconciliations is not.
     """
+    pending = Sum("orders__quantity", filter=Q(orders__status=Order.Status.PENDING))
+    events = list(
+        events_on_sale()
+        .order_by("date", "id")
+        .annotate(pending=Coalesce(pending, 0))
+        .values("pk", "name", "total_tickets", "tickets_sold", "pending")[:limit]
+    )
+    pipe = get_redis().pipeline(transaction=False)
+    for event in events:
+        pipe.hget(gate_keys(event["pk"])[0], "remaining")  # as stock_remaining reads it
     rows = []
-    for event in events_on_sale().order_by("date", "id")[:limit]:
-        database = event_gate_snapshot(event=event).remaining
-        gate = stock_remaining(event_id=event.pk)
+    for event, gate in zip(events, pipe.execute(), strict=True):
+        database = event["total_tickets"] - event["tickets_sold"] - event["pending"]
+        gate = None if gate is None else int(gate)
         rows.append(
             {
-                "event": event.pk,
-                "name": event.name,
+                "event": event["pk"],
+                "name": event["name"],
                 "gate_remaining": gate,
                 "database_remaining": database,
                 "agrees": gate is None or gate == database,

@@ -9,6 +9,7 @@ from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import ops, stock
+from core.selectors import event_gate_snapshot
 from core.services.gate import gate_ensure
 from core.services.workers import worker_forget, worker_heartbeat
 from tests.live import LiveStack, free_port
@@ -179,11 +180,29 @@ def test_metrics_count_the_live_workers(client):
     assert samples["workers_alive"][0]["_value"] == 1
 
 
-def test_ops_queues_reads_no_worker_and_few_queries(
-    admin_client, event, django_assert_max_num_queries
+def test_ops_queues_costs_the_same_few_queries_whatever_the_number_of_events(
+    admin_client, make_event, django_assert_num_queries
 ):
-    # Auth and the permission check read nothing; pending summary 2, one event's snapshot 2.
-    with django_assert_max_num_queries(6):
+    for _ in range(5):
+        make_event()
+    # Pending orders (2: the summary, the last minute's), events on sale with their
+    # pending tickets (1). Authentication and the permission check read nothing.
+    with django_assert_num_queries(3):
         response = admin_client.get("/ops/queues/")
 
     assert response.status_code == 200
+    assert len(response.json()["events"]) == 5
+
+
+def test_ops_database_figure_is_the_gate_snapshot_s(buyer_client, make_event):
+    busy, quiet = make_event(total_tickets=50), make_event()
+    for quantity in (2, 3):
+        assert buy(buyer_client, busy, quantity).status_code == 202
+    busy.refresh_from_db()
+
+    rows = {row["event"]: row for row in ops.gate_agreement()}
+
+    assert rows[busy.pk]["database_remaining"] == event_gate_snapshot(event=busy).remaining == 45
+    assert rows[quiet.pk]["database_remaining"] == event_gate_snapshot(event=quiet).remaining
+    assert rows[busy.pk]["gate_remaining"] == 45 and rows[busy.pk]["agrees"]
+    assert rows[quiet.pk]["gate_remaining"] is None  # no gate yet: nothing to disagree with
