@@ -21,7 +21,9 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
        --shell /usr/sbin/nologin app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+# Dependencies first: this layer is rebuilt only when requirements.txt changes. It holds
+# what production runs and nothing else (no test, benchmark or lint package: those are
+# in requirements-dev.txt, which the image never installs).
 # On x86_64 every pinned package installs from a wheel (psycopg-binary bundles libpq),
 # so no compiler or -dev packages are needed.
 COPY requirements.txt .

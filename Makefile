@@ -1,25 +1,33 @@
-# Two commands on a fresh Debian machine with PostgreSQL and Redis running locally:
-#   make run    set up (venv, install, database, migrate) and start API, worker and beat
-#   make test   run the whole test suite
+# On a fresh Debian machine with Python 3.11 (PostgreSQL and Redis installed, or reachable):
+#   make run    set up (venv, install, database, migrate), start PostgreSQL/Redis if they
+#               are installed but stopped, then API, worker and beat
+#   make demo   an Admin, a buyer and an event on sale, and curl lines to paste
+#   make test   the whole test suite;  make lint  ruff (lint + format check)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ticketing
 export DATABASE_URL
 
-.PHONY: run test setup migrate bench lint clean
+.PHONY: run demo test lint setup services migrate requirements bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
+# Development installs the dev file (it includes every runtime pin); the production
+# image installs requirements.txt only (see the Dockerfile).
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed
 
-migrate: setup
+# PostgreSQL and Redis: started when installed but stopped; one clear line otherwise.
+services:
+	@scripts/services-up
+
+migrate: services setup
 	$(BIN)/python -m core.dbcreate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 
@@ -31,8 +39,34 @@ run: migrate
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} \
 		$(BIN)/honcho start -f Procfile
 
-test: setup
+demo: migrate
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py demo
+
+test: services setup
 	$(BIN)/pytest
+
+# Seconds: ruff checks the rules chosen in pyproject.toml, then the formatting.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Compile the pins from the hand-written lists (requirements.in, requirements-dev.in).
+# Pins already in the .txt files are kept, so adding a package to requirements.in and
+# running `make requirements` changes only what the new package needs.
+#   make requirements UPGRADE=all           every package to its newest allowed version
+#   make requirements UPGRADE="django celery"   those packages only
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make requirements" $(BIN)/pip-compile --quiet \
+	--strip-extras --no-emit-index-url --no-emit-find-links
+ifeq ($(UPGRADE),all)
+UPGRADE_FLAGS := --upgrade
+else
+UPGRADE_FLAGS := $(foreach package,$(UPGRADE),--upgrade-package $(package))
+endif
+
+requirements: $(BIN)/python
+	test -x $(BIN)/pip-compile || $(BIN)/pip install --quiet -r requirements-dev.txt
+	$(PIP_COMPILE) $(UPGRADE_FLAGS) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) $(UPGRADE_FLAGS) --output-file requirements-dev.txt requirements-dev.in
 
 bench: migrate
 	$(BIN)/python -m loadtests.bench

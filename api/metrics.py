@@ -5,8 +5,13 @@ import time
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils.crypto import constant_time_compare
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import REGISTRY, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from core.metrics import REQUEST_LATENCY
@@ -16,7 +21,7 @@ class SharedStateCollector:
     """Gauges read at scrape time from Redis and PostgreSQL, the same for every process."""
 
     def collect(self):
-        from workers.monitoring import gate_agreement, orders_pending_summary, queue_depths
+        from core.ops import gate_agreement, orders_pending_summary, queue_depths, workers_alive
 
         depth = GaugeMetricFamily("queue_depth", "Messages waiting per queue.", labels=["queue"])
         for queue, size in queue_depths().items():
@@ -27,6 +32,11 @@ class SharedStateCollector:
         yield GaugeMetricFamily(
             "orders_oldest_pending_seconds", "Age of the oldest pending order.",
             value=orders["oldest_pending_seconds"],
+        )
+        yield GaugeMetricFamily(
+            "workers_alive",
+            "Celery workers that announced themselves within the alive window.",
+            value=len(workers_alive()),
         )
         rows = gate_agreement()
         yield GaugeMetricFamily(

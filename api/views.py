@@ -19,13 +19,14 @@ from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
 from core.exceptions import ApplicationError
 from core.metrics import PURCHASES
+from core.cards import order_json
+from core.ops import queue_summary
 from core.services.events import event_create, event_delete, event_update
 from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
 from core.stock import get_redis
-from core.cards import order_json
-from workers.monitoring import queue_summary
+
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 

@@ -194,6 +194,8 @@ SIMPLE_JWT = {
     "TOKEN_USER_CLASS": "api.authentication.TokenUser",
 }
 
+# The base URL the OpenAPI schema names as its server (Postman and generators use it).
+API_PUBLIC_URL = env.str("API_PUBLIC_URL", default="http://127.0.0.1:8000")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Flash-sale ticketing API",
     "DESCRIPTION": (
@@ -204,6 +206,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "",
+    "SERVERS": [{"url": API_PUBLIC_URL}],
 }
 
 # --- Domain -----------------------------------------------------------------------
@@ -236,12 +239,24 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A Celery worker on a host of its own can serve its metrics on this port (0 = off).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
+# Each worker announces itself this often; /ops/queues/ and /metrics count a worker
+# alive for three periods after its last announcement (no ping from the request).
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+# With debug on, API clients still get JSON for 404/405 (see api/debug.py); appended
+# here, outside the MIDDLEWARE list, so production runs without it.
+if DEBUG:
+    MIDDLEWARE = [*MIDDLEWARE, "api.debug.DebugJsonErrorsMiddleware"]
 
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# `json`: one object per line, for log pipelines (production). `text`: one readable line
+# per record with the same fields, for a terminal (the default with debug on).
+LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'text'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -250,9 +265,10 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
-        }
+        },
+        "text": {"()": "core.log_formats.ConsoleFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "core": {"level": LOG_LEVEL, "propagate": True},

@@ -1,4 +1,5 @@
 """Root URLs: the API at the top level, its schema and docs, and Django's admin."""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView

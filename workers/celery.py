@@ -1,7 +1,10 @@
 """The Celery application: a Redis broker, a queue of its own for purchases, beat jobs."""
+
+import logging
 import os
 
-from celery import Celery, signals
+import redis
+from celery import Celery, bootsteps, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
@@ -12,6 +15,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from core.services.workers import worker_forget, worker_heartbeat  # noqa: E402
 from workers import kombu_fixes  # noqa: E402
 
 kombu_fixes.apply()
@@ -80,6 +84,48 @@ app.conf.update(
 # every task otherwise, which costs a connection handshake per order batch).
 app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):
+    """Announce this worker in Redis every WORKER_HEARTBEAT_SECONDS (core/ops.py reads it).
+
+    /ops/queues/ and /metrics then know the live workers without a broadcast ping held
+    inside the request. A timer of the worker's own, not Celery's event heartbeats, which
+    `--without-heartbeat` turns off.
+    """
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        self._beat(worker.hostname)
+        self.tref = worker.timer.call_repeatedly(
+            settings.WORKER_HEARTBEAT_SECONDS, self._beat, (worker.hostname,)
+        )
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        try:
+            worker_forget(name=worker.hostname)
+        except redis.RedisError:
+            pass  # it drops out of the answer once its alive window has passed
+
+    @staticmethod
+    def _beat(name: str) -> None:
+        try:
+            worker_heartbeat(name=name)
+        except redis.RedisError as exc:  # Redis down: the next beat tries again
+            logger.warning("worker heartbeat not recorded", extra={"error": repr(exc)})
+
+
+app.steps["worker"].add(WorkerHeartbeat)
 
 
 @signals.task_prerun.connect

@@ -1,5 +1,9 @@
 """Operations: liveness, readiness, the OpenAPI schema and its docs page."""
+
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -134,3 +138,27 @@ def test_docs_page_is_html(anon):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert b"swagger" in response.content.lower()
+
+
+def test_schema_names_the_local_api_as_its_server_by_default(anon):
+    assert schema_json(anon)["servers"] == [{"url": "http://127.0.0.1:8000"}]
+
+
+def test_schema_server_follows_api_public_url():
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from core import settings; print(settings.SPECTACULAR_SETTINGS['SERVERS'])",
+        ],
+        env={
+            **os.environ,
+            "API_PUBLIC_URL": "https://tickets.example.com/api",
+            "DJANGO_DEBUG": "0",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert printed.strip() == "[{'url': 'https://tickets.example.com/api'}]"

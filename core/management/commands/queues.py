@@ -1,17 +1,20 @@
 """`manage.py queues`: the operators' queue summary in a terminal (`--watch` to repeat)."""
+
 import json
 import time
 
 from django.core.management.base import BaseCommand
 
-from workers.monitoring import queue_summary
+from core.ops import queue_summary
 
 
 class Command(BaseCommand):
     help = "Print queue depths, pending orders, live workers and gate agreement."
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", dest="as_json", action="store_true", help="print the raw JSON document")
+        parser.add_argument(
+            "--json", dest="as_json", action="store_true", help="print the raw JSON document"
+        )
         parser.add_argument("--watch", type=float, default=0, help="repeat every N seconds")
         parser.add_argument("--count", type=int, default=0, help="with --watch: stop after N")
 
@@ -31,12 +34,16 @@ class Command(BaseCommand):
             return json.dumps(summary, indent=2)
         orders = summary["orders"]
         lines = [f"checked at {summary['checked_at']}"]
-        lines += [f"queue {name:<10} {depth:>8} waiting" for name, depth in summary["queues"].items()]
+        lines += [
+            f"queue {name:<10} {depth:>8} waiting" for name, depth in summary["queues"].items()
+        ]
         lines.append(
             f"orders pending {orders['pending']} (oldest {orders['oldest_pending_seconds']}s), "
             f"finalized in the last minute {orders['finalized_last_minute']}"
         )
-        lines.append(f"workers alive {len(summary['workers'])}: {', '.join(summary['workers']) or '-'}")
+        lines.append(
+            f"workers alive {len(summary['workers'])}: {', '.join(summary['workers']) or '-'}"
+        )
         for row in summary["events"]:
             flag = "ok" if row["agrees"] else "DISAGREES"
             lines.append(

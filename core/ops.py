@@ -1,0 +1,135 @@
+"""Reads for operators: queue depths, pending orders, live workers, gate agreement.
+
+The selectors behind `GET /ops/queues/`, `manage.py queues` and the gauges of `/metrics`
+(kept apart from core/selectors.py, the product's reads). Each answers from Redis and
+PostgreSQL in a few round trips and never waits on the workers: a worker announces
+itself (core/services/workers.py, from a bootstep in workers/celery.py), it is not
+pinged.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from functools import cache
+
+import redis
+from django.conf import settings
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from core.models import Order
+from core.selectors import events_on_sale
+from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
+from core.stock import get_redis
+
+# The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
+# that they match, since core/ does not import the worker package).
+QUEUES = ("purchases", "default")
+
+# A sorted set: member = worker node name, score = when it last announced itself.
+WORKERS_KEY = "ops:workers"
+
+
+def worker_alive_window() -> float:
+    """Seconds since its last announcement within which a worker counts as alive."""
+    return 3 * settings.WORKER_HEARTBEAT_SECONDS
+
+
+@cache
+def _broker(url: str) -> redis.Redis:
+    # One pooled client per process (redis-py resets its pool after a fork).
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue (the Redis broker keeps a queue as a list)."""
+    pipe = _broker(settings.CELERY_BROKER_URL).pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(queue)
+    return dict(zip(QUEUES, pipe.execute(), strict=True))
+
+
+def workers_alive() -> list[str]:
+    """Node names of the workers that announced themselves within the alive window.
+
+    One Redis round trip; a worker killed without a warm shutdown drops out of the
+    answer once the window has passed.
+    """
+    since = time.time() - worker_alive_window()
+    return sorted(get_redis().zrangebyscore(WORKERS_KEY, since, "+inf"))
+
+
+def orders_pending_summary() -> dict:
+    """Pending orders, the oldest one's age, and orders made final in the last minute."""
+    now = timezone.now()
+    pending = Order.objects.filter(status=Order.Status.PENDING).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    oldest = pending["oldest"]
+    age = (now - oldest).total_seconds() if oldest else 0.0
+    finalized = Order.objects.filter(finalized_at__gte=now - timedelta(minutes=1)).count()
+    return {
+        "pending": pending["count"],
+        "oldest_pending_seconds": round(age, 3),
+        "finalized_last_minute": finalized,
+    }
+
+
+def gate_agreement(*, limit: int = 50) -> list[dict]:
+    """For each event on sale (soonest first): the gate's stock beside PostgreSQL's.
+
+    PostgreSQL's figure is event_gate_snapshot's (total - sold - pending), for every
+    event in one query, and the gates come in one Redis round trip: the cost does not
+    grow with the number of events. A difference while orders are in flight is normal
+    for a moment; one that stays across reconciliations is not.
+    """
+    pending = Sum("orders__quantity", filter=Q(orders__status=Order.Status.PENDING))
+    events = list(
+        events_on_sale()
+        .order_by("date", "id")
+        .annotate(pending=Coalesce(pending, 0))
+        .values("pk", "name", "total_tickets", "tickets_sold", "pending")[:limit]
+    )
+    pipe = get_redis().pipeline(transaction=False)
+    for event in events:
+        pipe.hget(gate_keys(event["pk"])[0], "remaining")  # as stock_remaining reads it
+    rows = []
+    for event, gate in zip(events, pipe.execute(), strict=True):
+        database = event["total_tickets"] - event["tickets_sold"] - event["pending"]
+        gate = None if gate is None else int(gate)
+        rows.append(
+            {
+                "event": event["pk"],
+                "name": event["name"],
+                "gate_remaining": gate,
+                "database_remaining": database,
+                "agrees": gate is None or gate == database,
+            }
+        )
+    return rows
+
+
+def queue_summary(*, events_limit: int = 50) -> dict:
+    """Everything above in one document (the /ops/queues/ body and `manage.py queues`)."""
+    try:
+        depths = queue_depths()
+    except redis.RedisError as exc:
+        depths = {"error": type(exc).__name__}
+    try:
+        gate = gate_agreement(limit=events_limit)
+    except redis.RedisError:
+        gate = []
+    try:
+        workers = workers_alive()
+    except redis.RedisError:
+        workers = []
+    return {
+        "queues": depths,
+        "orders": orders_pending_summary(),
+        "workers": workers,
+        "events": gate,
+        "disagreements": sum(1 for row in gate if not row["agrees"]),
+        "checked_at": timezone.now().isoformat(),
+    }
