@@ -1,4 +1,5 @@
 """JWT authentication that needs no database read: the hot path stays on Redis."""
+
 import time
 
 from rest_framework_simplejwt.authentication import JWTStatelessUserAuthentication

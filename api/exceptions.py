@@ -1,4 +1,5 @@
 """One JSON shape for every error: `{"code", "message", "errors"?, ...details}`."""
+
 import logging
 
 import redis
@@ -77,9 +78,7 @@ def exception_handler(exc, context):
         logger.warning("dependency unavailable", extra={"error": repr(exc)})
         exc = outage
     if isinstance(exc, ApplicationError):
-        response = Response(
-            error_body(exc.code, exc.message, **exc.extra), status=exc.status_code
-        )
+        response = Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status_code)
         if exc.retry_after:
             response["Retry-After"] = str(exc.retry_after)
         return response

@@ -13,6 +13,7 @@ view (an Admin's PUT, say) run through DRF's full `dispatch`. Errors take the sa
 path as everywhere: `ApplicationError` straight to its JSON body, anything else
 through `api.exceptions.exception_handler`.
 """
+
 from __future__ import annotations
 
 import orjson
@@ -28,7 +29,9 @@ JSON = "application/json"
 _DUMPS = orjson.OPT_UTC_Z
 
 
-def json_response(body: bytes | dict, *, status: int = 200, headers: dict | None = None) -> HttpResponse:
+def json_response(
+    body: bytes | dict, *, status: int = 200, headers: dict | None = None
+) -> HttpResponse:
     """An HttpResponse of a JSON body (bytes already rendered, or a dict to render)."""
     if not isinstance(body, bytes):
         body = orjson.dumps(body, option=_DUMPS)
@@ -72,7 +75,9 @@ class LeanApiView(APIView):
         return found
 
     @staticmethod
-    def render(body: bytes | dict, *, status: int = 200, headers: dict | None = None) -> HttpResponse:
+    def render(
+        body: bytes | dict, *, status: int = 200, headers: dict | None = None
+    ) -> HttpResponse:
         return json_response(body, status=status, headers=headers)
 
     @staticmethod

@@ -1,4 +1,5 @@
 """GET /metrics (Prometheus text format) and the middleware timing every request."""
+
 import os
 import time
 
@@ -28,9 +29,12 @@ class SharedStateCollector:
             depth.add_metric([queue], size)
         yield depth
         orders = orders_pending_summary()
-        yield GaugeMetricFamily("orders_pending", "Orders accepted, not yet final.", value=orders["pending"])
         yield GaugeMetricFamily(
-            "orders_oldest_pending_seconds", "Age of the oldest pending order.",
+            "orders_pending", "Orders accepted, not yet final.", value=orders["pending"]
+        )
+        yield GaugeMetricFamily(
+            "orders_oldest_pending_seconds",
+            "Age of the oldest pending order.",
             value=orders["oldest_pending_seconds"],
         )
         yield GaugeMetricFamily(

@@ -1,4 +1,5 @@
 """The one request parser: JSON, strictly. Hostile bodies are 400s, never server errors."""
+
 import codecs
 
 from django.utils.http import parse_header_parameters

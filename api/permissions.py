@@ -1,4 +1,5 @@
 """Role checks on the token's claims (no database read)."""
+
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from core.models import User

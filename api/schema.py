@@ -1,4 +1,5 @@
 """OpenAPI details drf-spectacular cannot infer: our JWT scheme and the error shape."""
+
 from functools import cache
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
@@ -27,7 +28,9 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     """Document error responses in the one shape every error uses."""
     from api.serializers import ErrorSerializer
 
-    return {code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code]) for code in codes}
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code]) for code in codes
+    }
 
 
 @cache

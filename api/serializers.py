@@ -1,4 +1,5 @@
 """Shapes of the API's input and output. Validation of form only; rules live in core."""
+
 import re
 
 from django.conf import settings
@@ -145,7 +146,9 @@ class TokenRefreshSerializer(serializers.Serializer):
             raise InvalidToken(exc.args[0]) from None
         user = User.objects.filter(pk=refresh.get("user_id")).first()
         if user is None or not user.is_active:
-            raise AuthenticationFailed("No active account for this token.", code="no_active_account")
+            raise AuthenticationFailed(
+                "No active account for this token.", code="no_active_account"
+            )
         # A password or role change revokes refresh tokens too, not only access tokens.
         valid_after = user.tokens_valid_after
         if valid_after and int(refresh.get("iat", 0)) < int(valid_after.timestamp()):
@@ -260,7 +263,11 @@ def purchase_quantity(data) -> int:
     """
     if not isinstance(data, dict):
         raise serializers.ValidationError(
-            {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(data).__name__}."]}
+            {
+                "non_field_errors": [
+                    f"Invalid data. Expected a dictionary, but got {type(data).__name__}."
+                ]
+            }
         )
     if "quantity" not in data:
         raise serializers.ValidationError({"quantity": ["This field is required."]})
@@ -278,7 +285,9 @@ def purchase_quantity(data) -> int:
 
 
 class PurchaseInputSerializer(serializers.Serializer):
-    quantity = StrictIntegerField(min_value=1, help_text="Tickets to buy, 1 to PURCHASE_MAX_QUANTITY.")
+    quantity = StrictIntegerField(
+        min_value=1, help_text="Tickets to buy, 1 to PURCHASE_MAX_QUANTITY."
+    )
 
     def to_internal_value(self, data):
         return {"quantity": purchase_quantity(data)}

@@ -7,6 +7,7 @@ rewrites it on every request, which on the purchase path would cost more than th
 check itself. A fixed window may let a caller through twice its rate across a window
 boundary; the per-user ticket limit, not the rate, is what bounds what a scalper can buy.
 """
+
 import functools
 import hashlib
 import logging

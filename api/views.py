@@ -1,4 +1,5 @@
 """HTTP endpoints. Each view parses input, calls one service or selector, renders output."""
+
 from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -17,16 +18,15 @@ from api.permissions import IsAdmin, IsAdminOrReadOnly, IsBuyer
 from api.schema import errors, paginated
 from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
+from core.cards import order_json
 from core.exceptions import ApplicationError
 from core.metrics import PURCHASES
-from core.cards import order_json
 from core.ops import queue_summary
 from core.services.events import event_create, event_delete, event_update
 from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
 from core.stock import get_redis
-
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
@@ -274,7 +274,9 @@ class OrderDetailApi(LeanApiView):
         status_, body = selectors.order_card_get(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )
-        headers = {"Retry-After": str(settings.ORDER_POLL_SECONDS)} if status_ == "pending" else None
+        headers = (
+            {"Retry-After": str(settings.ORDER_POLL_SECONDS)} if status_ == "pending" else None
+        )
         return self.render(body, headers=headers)
 
 

@@ -16,11 +16,11 @@ its lifetime: `ORDER_PENDING_CARD_SECONDS` (a final order read as pending),
 `EVENT_CARD_SECONDS` (sold counts; commits do not touch event cards, their figures may
 lag by this much). Final order cards live `ORDER_FINAL_CARD_SECONDS`.
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
 
 import orjson
 import redis
@@ -32,10 +32,30 @@ logger = logging.getLogger(__name__)
 
 # Field order and formats are those of api.serializers.OrderOutputSerializer and
 # EventOutputSerializer (tests/core/test_cards.py holds them equal).
-ORDER_FIELDS = ("id", "status", "event", "quantity", "reason", "created_at", "updated_at", "finalized_at")
+ORDER_FIELDS = (
+    "id",
+    "status",
+    "event",
+    "quantity",
+    "reason",
+    "created_at",
+    "updated_at",
+    "finalized_at",
+)
 EVENT_FIELDS = (
-    "id", "name", "description", "venue", "date", "total_tickets", "tickets_sold", "tickets_available",
-    "sale_starts_at", "sale_ends_at", "max_tickets_per_user", "created_at", "updated_at",
+    "id",
+    "name",
+    "description",
+    "venue",
+    "date",
+    "total_tickets",
+    "tickets_sold",
+    "tickets_available",
+    "sale_starts_at",
+    "sale_ends_at",
+    "max_tickets_per_user",
+    "created_at",
+    "updated_at",
 )
 _TOMBSTONE = "-"
 _TOMBSTONE_SECONDS = 2
@@ -50,11 +70,22 @@ def _event_key(event_id: int) -> str:
     return f"event:{{ev:{event_id}}}:card"
 
 
-def _order_body(*, id, event_id, quantity, status, reason, created_at, updated_at, finalized_at) -> bytes:
-    return orjson.dumps({
-        "id": id, "status": status, "event": event_id, "quantity": quantity, "reason": reason,
-        "created_at": created_at, "updated_at": updated_at, "finalized_at": finalized_at,
-    }, option=_DUMPS)
+def _order_body(
+    *, id, event_id, quantity, status, reason, created_at, updated_at, finalized_at
+) -> bytes:
+    return orjson.dumps(
+        {
+            "id": id,
+            "status": status,
+            "event": event_id,
+            "quantity": quantity,
+            "reason": reason,
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "finalized_at": finalized_at,
+        },
+        option=_DUMPS,
+    )
 
 
 def order_card(*, user_id: int, **fields) -> str:
@@ -67,8 +98,13 @@ def order_card(*, user_id: int, **fields) -> str:
 
 def _fields(order) -> dict:
     return {
-        "id": order.pk, "event_id": order.event_id, "quantity": order.quantity, "status": order.status,
-        "reason": order.reason, "created_at": order.created_at, "updated_at": order.updated_at,
+        "id": order.pk,
+        "event_id": order.event_id,
+        "quantity": order.quantity,
+        "status": order.status,
+        "reason": order.reason,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
         "finalized_at": order.finalized_at,
     }
 
@@ -120,14 +156,24 @@ def order_cards_write(cards: Iterable[tuple[int, str]]) -> None:
 
 
 def event_card(event) -> bytes:
-    return orjson.dumps({
-        "id": event.pk, "name": event.name, "description": event.description, "venue": event.venue,
-        "date": event.date, "total_tickets": event.total_tickets, "tickets_sold": event.tickets_sold,
-        "tickets_available": event.total_tickets - event.tickets_sold,
-        "sale_starts_at": event.sale_starts_at, "sale_ends_at": event.sale_ends_at,
-        "max_tickets_per_user": event.max_tickets_per_user, "created_at": event.created_at,
-        "updated_at": event.updated_at,
-    }, option=_DUMPS)
+    return orjson.dumps(
+        {
+            "id": event.pk,
+            "name": event.name,
+            "description": event.description,
+            "venue": event.venue,
+            "date": event.date,
+            "total_tickets": event.total_tickets,
+            "tickets_sold": event.tickets_sold,
+            "tickets_available": event.total_tickets - event.tickets_sold,
+            "sale_starts_at": event.sale_starts_at,
+            "sale_ends_at": event.sale_ends_at,
+            "max_tickets_per_user": event.max_tickets_per_user,
+            "created_at": event.created_at,
+            "updated_at": event.updated_at,
+        },
+        option=_DUMPS,
+    )
 
 
 def event_card_read(*, event_id: int) -> bytes | None:

@@ -1,4 +1,5 @@
 """Create the database named by DATABASE_URL if it does not exist (for `make run`)."""
+
 import os
 
 import environ

@@ -1,4 +1,5 @@
 """Domain errors. Services raise them; `api.exceptions` renders them as JSON."""
+
 from typing import Any
 
 

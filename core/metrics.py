@@ -4,6 +4,7 @@ With PROMETHEUS_MULTIPROC_DIR set (as `make run` and docker-compose do), every g
 and Celery process writes its samples there and `/metrics` adds them up; the gauges that
 describe shared state (queues, pending orders, gate agreement) are read at scrape time.
 """
+
 from prometheus_client import Counter, Histogram
 
 REQUEST_LATENCY = Histogram(

@@ -6,6 +6,7 @@ below is Django's own, run only for paths under `ADMIN_PATH_PREFIXES`. Sessions,
 and the frame header stay global: `check --deploy` looks for those classes by name,
 and the session cookie is lazy (API requests never touch it).
 """
+
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as _Authentication
 from django.contrib.messages.middleware import MessageMiddleware as _Messages

@@ -1,7 +1,9 @@
 """The domain: users with a role, events, orders (purchase requests) and tickets."""
-from django.contrib.auth.models import AbstractUser, UserManager as BaseUserManager
-from django.db import models
+
+from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as BaseUserManager
 from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Upper
 
@@ -120,7 +122,8 @@ class Order(models.Model):
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     reason = models.CharField(max_length=200, blank=True, default="")
-    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    # NULL, not '': orders without a key must not collide in the unique constraint.
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
@@ -198,3 +201,6 @@ class TopEvent(models.Model):
         managed = False
         db_table = "core_top_events"
         ordering = ["rank", "date", "event_id"]
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.name}"

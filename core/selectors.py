@@ -1,4 +1,5 @@
 """Reads. Views and tasks call these instead of building querysets themselves."""
+
 import logging
 from datetime import datetime, timedelta
 
@@ -78,7 +79,10 @@ def _quietly(read_or_fill, **kwargs):
     try:
         return read_or_fill(**kwargs)
     except redis.RedisError:
-        logger.warning("card unavailable: Redis unavailable", extra={k: v for k, v in kwargs.items() if k.endswith("_id")})
+        logger.warning(
+            "card unavailable: Redis unavailable",
+            extra={k: v for k, v in kwargs.items() if k.endswith("_id")},
+        )
         return None
 
 
@@ -150,7 +154,9 @@ def top_events_list(*, limit: int) -> tuple[list[TopEvent], datetime | None]:
     Events that have started since the last refresh are left out.
     """
     rows = list(TopEvent.objects.filter(date__gte=timezone.now())[:limit])
-    refreshed_at = rows[0].refreshed_at if rows else (
-        TopEvent.objects.values_list("refreshed_at", flat=True).first()
+    refreshed_at = (
+        rows[0].refreshed_at
+        if rows
+        else (TopEvent.objects.values_list("refreshed_at", flat=True).first())
     )
     return rows, refreshed_at

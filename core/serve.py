@@ -9,11 +9,11 @@ gunicorn sync's ~3,700 and `GET /health/` at 3,700 against 2,560 (wrk, 64
 connections; docs/benchmarks/report.md), so the server's own cost stops being a
 large share of a cheap request.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-
 
 ACCESS_LOG_CONFIG = {
     "formatters": {
@@ -29,15 +29,32 @@ def _env_int(name: str, default: int) -> int:
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", default=os.environ.get("API_BIND", "127.0.0.1:8000"),
-                        help="host:port (env API_BIND)")
-    parser.add_argument("--workers", type=int, default=_env_int("API_WORKERS", 2),
-                        help="worker processes, about one per core (env API_WORKERS)")
-    parser.add_argument("--backlog", type=int, default=_env_int("API_BACKLOG", 2048),
-                        help="connections waiting to be accepted (env API_BACKLOG)")
-    parser.add_argument("--access-log", action="store_true",
-                        default=bool(os.environ.get("API_ACCESS_LOG")), help="log every request (env API_ACCESS_LOG)")
-    parser.add_argument("--app", default="core.wsgi:application", help="the WSGI application to serve")
+    parser.add_argument(
+        "--bind",
+        default=os.environ.get("API_BIND", "127.0.0.1:8000"),
+        help="host:port (env API_BIND)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("API_WORKERS", 2),
+        help="worker processes, about one per core (env API_WORKERS)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=_env_int("API_BACKLOG", 2048),
+        help="connections waiting to be accepted (env API_BACKLOG)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=bool(os.environ.get("API_ACCESS_LOG")),
+        help="log every request (env API_ACCESS_LOG)",
+    )
+    parser.add_argument(
+        "--app", default="core.wsgi:application", help="the WSGI application to serve"
+    )
     return parser.parse_args(argv)
 
 

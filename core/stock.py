@@ -11,6 +11,7 @@ Per event:
   ``gate:{ev:N}:idem:...``  idempotency record of one purchase request
   ``gate:{ev:N}:rate:U:W``  purchase requests of buyer U in rate window W (the throttle)
 """
+
 from __future__ import annotations
 
 import hashlib

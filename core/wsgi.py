@@ -1,4 +1,5 @@
 """WSGI entry point: `python -m core.serve` (granian) serves `core.wsgi:application`."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -1,4 +1,5 @@
 """Figures from the load generator's samples: throughput, latency percentiles, timelines."""
+
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,7 @@ class Samples:
     order_id: np.ndarray
 
     @classmethod
-    def load(cls, path: Path) -> "Samples":
+    def load(cls, path: Path) -> Samples:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))[1:]
         cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
@@ -39,8 +40,14 @@ class Samples:
     def end(self) -> np.ndarray:
         return self.t + self.latency
 
-    def mask(self, *, kind: str | None = None, outcome: str | None = None,
-             start: float | None = None, stop: float | None = None) -> np.ndarray:
+    def mask(
+        self,
+        *,
+        kind: str | None = None,
+        outcome: str | None = None,
+        start: float | None = None,
+        stop: float | None = None,
+    ) -> np.ndarray:
         """Select samples by kind/outcome and by request start time in [start, stop)."""
         keep = np.ones(len(self.t), dtype=bool)
         if kind is not None:
@@ -60,8 +67,12 @@ def latency_stats(latency: np.ndarray) -> dict:
     ms = latency * 1000
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {
-        "count": int(len(ms)), "mean_ms": round(float(ms.mean()), 2), "p50_ms": round(float(p50), 2),
-        "p90_ms": round(float(p90), 2), "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2),
+        "count": int(len(ms)),
+        "mean_ms": round(float(ms.mean()), 2),
+        "p50_ms": round(float(p50), 2),
+        "p90_ms": round(float(p90), 2),
+        "p99_ms": round(float(p99), 2),
+        "max_ms": round(float(ms.max()), 2),
     }
 
 
@@ -73,8 +84,12 @@ def steady_state(samples: Samples, kind: str | None = None) -> dict:
     stop = samples.end.max()
     keep = samples.mask(kind=kind, start=start) & (samples.end <= stop)
     seconds = stop - start
-    return {"rps": round(float(keep.sum() / seconds), 1), "seconds": round(float(seconds), 2),
-            **latency_stats(samples.latency[keep]), "errors": _errors(samples, keep)}
+    return {
+        "rps": round(float(keep.sum() / seconds), 1),
+        "seconds": round(float(seconds), 2),
+        **latency_stats(samples.latency[keep]),
+        "errors": _errors(samples, keep),
+    }
 
 
 def window_rate(samples: Samples, start: float, stop: float, kind: str | None = None) -> float:
@@ -103,8 +118,9 @@ def errors(samples: Samples) -> dict[str, int]:
     return found
 
 
-def rate_timeline(samples: Samples, origin: float, *, kind: str | None = None,
-                  bin_seconds: float = 0.25) -> dict:
+def rate_timeline(
+    samples: Samples, origin: float, *, kind: str | None = None, bin_seconds: float = 0.25
+) -> dict:
     """Completions per second in bins from `origin`, per outcome (for the charts)."""
     keep = samples.mask(kind=kind)
     ends = samples.end[keep] - origin
@@ -122,7 +138,10 @@ def rate_timeline(samples: Samples, origin: float, *, kind: str | None = None,
 def cumulative(times: np.ndarray, weights: np.ndarray, origin: float) -> dict:
     """A step series of the running total of `weights` at `times` (from `origin`)."""
     order = np.argsort(times)
-    return {"t": (times[order] - origin).round(4).tolist(), "total": np.cumsum(weights[order]).tolist()}
+    return {
+        "t": (times[order] - origin).round(4).tolist(),
+        "total": np.cumsum(weights[order]).tolist(),
+    }
 
 
 def ratio(value: float, reference: float) -> float:
@@ -136,10 +155,14 @@ def answered_figures(samples: Samples, within: float) -> dict:
     error or time-out as error_<ExceptionName>: only the latter are unanswered. A 503 with a
     `code` (busy_<code>) is an answer."""
     outcome = samples.outcome.astype(str)
-    no_answer = np.array([o.startswith("error_") and not o[6:].isdigit() for o in outcome], dtype=bool)
+    no_answer = np.array(
+        [o.startswith("error_") and not o[6:].isdigit() for o in outcome], dtype=bool
+    )
     late = ~no_answer & (samples.latency > within)
     return {
-        "requests": int(len(samples.t)), "unanswered": int(no_answer.sum()), "answered_late": int(late.sum()),
+        "requests": int(len(samples.t)),
+        "unanswered": int(no_answer.sum()),
+        "answered_late": int(late.sum()),
         "server_errors": int(np.char.startswith(outcome, "error_5").sum()) if len(outcome) else 0,
         "busy_answers": int(np.char.startswith(outcome, "busy_").sum()) if len(outcome) else 0,
         "latency": latency_stats(samples.latency),

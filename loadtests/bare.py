@@ -4,6 +4,7 @@ Served by the product's server configuration (`python -m core.serve --app
 loadtests.bare:application`), so `requests/s of this app` is what the server costs
 before any Django code runs.
 """
+
 from __future__ import annotations
 
 BODY = b'{"status":"ok"}'

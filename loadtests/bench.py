@@ -33,6 +33,7 @@ Redis gate equal to total - sold); a broken one stops the run with exit status 2
 Writes results.json, report.md and PNG charts to --out (profiles.md with --profile).
 `--runs 3` with the defaults takes about 12-15 minutes on 2 cores (most of it the three sales of each run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,14 @@ import traceback
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
-DEFAULTS = {"tickets": 10_000, "buyers": 256, "concurrency": 64, "duration": 6.0, "backlog": 20_000, "runs": 1}
+DEFAULTS = {
+    "tickets": 10_000,
+    "buyers": 256,
+    "concurrency": 64,
+    "duration": 6.0,
+    "backlog": 20_000,
+    "runs": 1,
+}
 BASELINE = "df71965"  # the commit before issue 9's hot-path work (served by gunicorn sync)
 # The endpoints `python -m loadtests.inprocess` knows, profiled by stage after the runs.
 PROFILED_ENDPOINTS = ("health", "event_read", "sold_out", "accept", "poll_pending", "poll_final")
@@ -55,31 +63,75 @@ INPROCESS_DB = "bench_inprocess"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tickets", type=int, default=DEFAULTS["tickets"], help="tickets of the flash sale")
-    parser.add_argument("--buyers", type=int, default=DEFAULTS["buyers"], help="distinct buyers (each logs in once)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULTS["concurrency"], help="concurrent clients")
-    parser.add_argument("--duration", type=float, default=DEFAULTS["duration"],
-                        help="seconds of each timed scenario (references, floor, accept, polls, floods)")
-    parser.add_argument("--backlog", type=int, default=DEFAULTS["backlog"], help="pending orders per scale-out drain")
-    parser.add_argument("--runs", type=int, default=DEFAULTS["runs"], help="repeat scenarios a-d; medians reported")
-    parser.add_argument("--sale-timeout", type=float, default=60.0, help="upper bound of a sale, seconds")
-    parser.add_argument("--max-requests", type=int, default=500_000, help="upper bound of requests per scenario")
-    parser.add_argument("--api-workers", type=int, default=2,
-                        help="server workers of the API (and of the naive, bare and baseline ones)")
-    parser.add_argument("--baseline", default=BASELINE,
-                        help="commit whose API is measured side by side (its own server, same data)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_const", const=None,
-                        help="skip the side-by-side measurement of --baseline")
-    parser.add_argument("--crowd", type=int, default=2000, help="keep-alive connections of the flash crowd")
+    parser.add_argument(
+        "--tickets", type=int, default=DEFAULTS["tickets"], help="tickets of the flash sale"
+    )
+    parser.add_argument(
+        "--buyers", type=int, default=DEFAULTS["buyers"], help="distinct buyers (each logs in once)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULTS["concurrency"], help="concurrent clients"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=DEFAULTS["duration"],
+        help="seconds of each timed scenario (references, floor, accept, polls, floods)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULTS["backlog"],
+        help="pending orders per scale-out drain",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=DEFAULTS["runs"], help="repeat scenarios a-d; medians reported"
+    )
+    parser.add_argument(
+        "--sale-timeout", type=float, default=60.0, help="upper bound of a sale, seconds"
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=500_000, help="upper bound of requests per scenario"
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=2,
+        help="server workers of the API (and of the naive, bare and baseline ones)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help="commit whose API is measured side by side (its own server, same data)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_const",
+        const=None,
+        help="skip the side-by-side measurement of --baseline",
+    )
+    parser.add_argument(
+        "--crowd", type=int, default=2000, help="keep-alive connections of the flash crowd"
+    )
     parser.add_argument("--skip-crowd", dest="crowd", action="store_const", const=0)
-    parser.add_argument("--skip-stage-profiles", action="store_true",
-                        help="skip the in-process stage profiles of the hot endpoints")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the API and worker processes during the accept and sale scenarios")
+    parser.add_argument(
+        "--skip-stage-profiles",
+        action="store_true",
+        help="skip the in-process stage profiles of the hot endpoints",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the API and worker processes during the accept and sale scenarios",
+    )
     parser.add_argument("--skip-scale-out", action="store_true")
-    parser.add_argument("--keep-db", action="store_true",
-                        help="leave bench_ticketing for inspection (the stage profiles reuse Redis DB 10 after the "
-                             "runs: add --skip-stage-profiles to keep its state too)")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="leave bench_ticketing for inspection (the stage profiles reuse Redis DB 10 after the "
+        "runs: add --skip-stage-profiles to keep its state too)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)
 
@@ -98,8 +150,10 @@ def code_version() -> dict:
         return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True).stdout
 
     status = git("status", "--porcelain", "--", "core", "api", "workers", "gunicorn.conf.py")
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
-            "uncommitted_product_files": [line[3:] for line in status.splitlines() if line.strip()]}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "uncommitted_product_files": [line[3:] for line in status.splitlines() if line.strip()],
+    }
 
 
 def setup(args, work_dir: Path):
@@ -110,8 +164,11 @@ def setup(args, work_dir: Path):
 
     busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
     if busy > 0.3:
-        print(f"WARNING: the machine is already busy ({busy:.1f} cores) before the benchmark: "
-              "figures will be lower and noisier (see the `other` CPU column)", flush=True)
+        print(
+            f"WARNING: the machine is already busy ({busy:.1f} cores) before the benchmark: "
+            "figures will be lower and noisier (see the `other` CPU column)",
+            flush=True,
+        )
     from loadtests.rlimit import raise_open_files_limit
 
     raise_open_files_limit(args.crowd + 1024)  # inherited by the servers started below
@@ -136,9 +193,20 @@ def setup(args, work_dir: Path):
 
     started = time.monotonic()
     tokens = login_all(api_url, names, prepare.PASSWORD)
-    print(f"{len(tokens)} buyers logged in in {time.monotonic() - started:.1f} s; api {api_url}", flush=True)
-    return Context(args=args, stack=stack, meter=meter, api_url=api_url, tokens=tokens,
-                   buyer_ids=prepare.user_ids(names), work_dir=work_dir, busy_before=round(busy, 2))
+    print(
+        f"{len(tokens)} buyers logged in in {time.monotonic() - started:.1f} s; api {api_url}",
+        flush=True,
+    )
+    return Context(
+        args=args,
+        stack=stack,
+        meter=meter,
+        api_url=api_url,
+        tokens=tokens,
+        buyer_ids=prepare.user_ids(names),
+        work_dir=work_dir,
+        busy_before=round(busy, 2),
+    )
 
 
 def baseline_start(ctx, tree: Path) -> None:
@@ -148,8 +216,9 @@ def baseline_start(ctx, tree: Path) -> None:
     problem = baseline_check(tree)
     if problem:
         raise RuntimeError(f"baseline {ctx.args.baseline} cannot share this stack: {problem}")
-    ctx.baseline_url = ctx.stack.start_baseline_api("baseline-api", tree=tree, port=st.free_port(),
-                                                    workers=ctx.args.api_workers)
+    ctx.baseline_url = ctx.stack.start_baseline_api(
+        "baseline-api", tree=tree, port=st.free_port(), workers=ctx.args.api_workers
+    )
     ctx.baseline_commit = ctx.args.baseline
     print(f"baseline {ctx.args.baseline} api {ctx.baseline_url} (from {tree})", flush=True)
 
@@ -230,20 +299,33 @@ def stage_profiles(out_dir: Path, requests: int = 600) -> dict:
         args = ["--only", endpoint, "--profile", endpoint, "--requests", str(requests)]
         try:
             env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-            done = subprocess.run([sys.executable, "-c", runner, *args], check=False, cwd=st.ROOT,
-                                  capture_output=True, text=True, timeout=300, env=env)
+            done = subprocess.run(
+                [sys.executable, "-c", runner, *args],
+                check=False,
+                cwd=st.ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             found[endpoint] = {"error": "timed out after 300 s"}
             continue
         (out_dir / f"inprocess-{endpoint}.log").write_text(done.stdout + done.stderr)
         parsed = parse_stage_profile(done.stdout)
-        entry = {"cpu_us_per_request": parsed["cpu_us_per_request"].get(endpoint), "stages": parsed["stages"]}
+        entry = {
+            "cpu_us_per_request": parsed["cpu_us_per_request"].get(endpoint),
+            "stages": parsed["stages"],
+        }
         if done.returncode or not parsed["stages"]:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             entry["error"] = f"exit {done.returncode}: {tail[0][:200]}"
         found[endpoint] = entry
-        print(f"stage profile {endpoint}: {entry.get('cpu_us_per_request')} us/request"
-              f"{' (' + entry['error'] + ')' if 'error' in entry else ''}", flush=True)
+        print(
+            f"stage profile {endpoint}: {entry.get('cpu_us_per_request')} us/request"
+            f"{' (' + entry['error'] + ')' if 'error' in entry else ''}",
+            flush=True,
+        )
     st.database_drop(INPROCESS_DB)
     return found
 
@@ -251,6 +333,7 @@ def stage_profiles(out_dir: Path, requests: int = 600) -> dict:
 def summarize(runs: list[dict]) -> dict:
     """Median over runs of every number; a key some runs lack (an outcome that happened in
     one run only) takes the median of the runs that have it."""
+
     def walk(values: list):
         present = [v for v in values if v is not None]
         if not present:
@@ -277,7 +360,15 @@ def main(argv=None) -> int:
     work_dir = st.tmp_dir("bench-ticketing-")
     version = code_version()
     started = time.monotonic()
-    runs, scale_out, failure, ctx, invariant_broken, tree, profiles = [], {}, None, None, False, None, {}
+    runs, scale_out, failure, ctx, invariant_broken, tree, profiles = (
+        [],
+        {},
+        None,
+        None,
+        False,
+        None,
+        {},
+    )
     try:
         ctx = setup(args, work_dir)
         if args.baseline:
@@ -305,17 +396,28 @@ def main(argv=None) -> int:
         profiles = stage_profiles(work_dir)
     complete = [run for run in runs if run.get("_complete")]
     results = {
-        "command": command_line(argv), "args": {k: str(v) for k, v in vars(args).items()},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "code": version,
+        "command": command_line(argv),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "code": version,
         "wall_seconds": round(time.monotonic() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "busy_cores_before_start": ctx.busy_before if ctx else None},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "busy_cores_before_start": ctx.busy_before if ctx else None,
+        },
         "runs": [{k: _public(v) for k, v in run.items()} for run in runs],
         "summary": summarize(complete) if complete else {},
-        "scale_out": scale_out, "stage_profiles": profiles,
-        "baseline": {"commit": args.baseline, "server": "gunicorn sync (its gunicorn.conf.py)"} if args.baseline else None,
+        "scale_out": scale_out,
+        "stage_profiles": profiles,
+        "baseline": {"commit": args.baseline, "server": "gunicorn sync (its gunicorn.conf.py)"}
+        if args.baseline
+        else None,
         "peak_rss_mb": sorted(ctx.meter.peak_rss.values(), key=lambda e: e["name"]) if ctx else [],
-        "failure": failure, "invariant_broken": invariant_broken, "logs": str(work_dir),
+        "failure": failure,
+        "invariant_broken": invariant_broken,
+        "logs": str(work_dir),
     }
     report.write(results, complete[-1] if complete else None, args.out)
     if ctx is not None and ctx.profiles:
@@ -328,7 +430,11 @@ def main(argv=None) -> int:
     print(report.console_summary(results), flush=True)
     if failure:
         banner = "!" * 78
-        print(f"\n{banner}\n{failure}\n(logs of the servers: {work_dir})\n{banner}", file=sys.stderr, flush=True)
+        print(
+            f"\n{banner}\n{failure}\n(logs of the servers: {work_dir})\n{banner}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     return 0
 

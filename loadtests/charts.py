@@ -1,4 +1,5 @@
 """PNG charts of a benchmark run (matplotlib, no display needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,12 @@ import numpy as np  # noqa: E402
 from loadtests.analysis import latency_stats  # noqa: E402
 
 COLORS = {
-    "accepted": "tab:green", "confirmed": "tab:green", "sold_out": "tab:red",
-    "insufficient_tickets": "tab:orange", "sale_not_open": "tab:gray", "pending": "tab:blue",
+    "accepted": "tab:green",
+    "confirmed": "tab:green",
+    "sold_out": "tab:red",
+    "insufficient_tickets": "tab:orange",
+    "sale_not_open": "tab:gray",
+    "pending": "tab:blue",
     "ok": "tab:blue",
 }
 
@@ -23,13 +28,25 @@ def _rates(ax, chart: dict, title: str) -> None:
     for key, values in chart["rates"]["series"].items():
         kind, _, outcome = key.partition(" ")
         label = f"poll → {outcome}" if kind == "poll" else outcome
-        ax.plot(t, values, label=label, color=COLORS.get(outcome), linewidth=1.2,
-                linestyle="--" if kind == "poll" else "-")
+        ax.plot(
+            t,
+            values,
+            label=label,
+            color=COLORS.get(outcome),
+            linewidth=1.2,
+            linestyle="--" if kind == "poll" else "-",
+        )
     locks = chart.get("lock_waits") or {}
     if locks.get("t"):
         twin = ax.twinx()
-        twin.fill_between(np.array(locks["t"]) - chart["open_at"], locks["waiting"], step="mid",
-                          color="purple", alpha=0.15, label="PostgreSQL backends waiting on a lock")
+        twin.fill_between(
+            np.array(locks["t"]) - chart["open_at"],
+            locks["waiting"],
+            step="mid",
+            color="purple",
+            alpha=0.15,
+            label="PostgreSQL backends waiting on a lock",
+        )
         twin.set_ylabel("backends waiting on a lock", fontsize=7, color="purple")
         twin.set_ylim(0, max(4, max(locks["waiting"]) + 1))
         twin.legend(fontsize=7, loc="upper left")
@@ -44,7 +61,11 @@ def sale_timeline(run: dict, path: Path) -> None:
     queued, naive = run["sale"]["_chart"], run["naive"]["_chart"]
     fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     _rates(axes[0], queued, "Queued design: responses/s by outcome (0 = the sale opens)")
-    _rates(axes[1], naive, "Naive design (commit in the request under select_for_update): responses/s by outcome")
+    _rates(
+        axes[1],
+        naive,
+        "Naive design (commit in the request under select_for_update): responses/s by outcome",
+    )
     ax = axes[2]
     for label, series, style, width in (
         ("queued: reserved (202 answered)", queued["reserved"], "tab:olive", 4),
@@ -52,8 +73,15 @@ def sale_timeline(run: dict, path: Path) -> None:
         ("naive: committed (201 answered)", naive["reserved"], "tab:red", 1.2),
     ):
         if series["t"]:
-            ax.step(series["t"], series["total"], where="post", label=label, color=style, linewidth=width,
-                    alpha=0.5 if width > 2 else 1)
+            ax.step(
+                series["t"],
+                series["total"],
+                where="post",
+                label=label,
+                color=style,
+                linewidth=width,
+                alpha=0.5 if width > 2 else 1,
+            )
     ax.axhline(run["sale"]["tickets"], color="black", linestyle="--", linewidth=0.8)
     ax.axvline(0, color="black", linestyle=":", linewidth=1)
     ax.set_title("Tickets over time", fontsize=10)
@@ -97,13 +125,23 @@ def latency_percentiles(run: dict, path: Path) -> None:
         add(f"crowd ({run['crowd']['connections']})\nall", run["crowd"]["_samples"])
     fig, ax = plt.subplots(figsize=(max(12, len(groups) * 0.8), 5))
     x = np.arange(len(groups))
-    for i, (key, color) in enumerate((("p50_ms", "tab:blue"), ("p90_ms", "tab:orange"), ("p99_ms", "tab:red"))):
-        ax.bar(x + (i - 1) * 0.27, [g[1][key] for g in groups], 0.27, label=key.replace("_ms", ""), color=color)
+    for i, (key, color) in enumerate(
+        (("p50_ms", "tab:blue"), ("p90_ms", "tab:orange"), ("p99_ms", "tab:red"))
+    ):
+        ax.bar(
+            x + (i - 1) * 0.27,
+            [g[1][key] for g in groups],
+            0.27,
+            label=key.replace("_ms", ""),
+            color=color,
+        )
     ax.set_xticks(x, [f"{g[0]}\n(n={g[1]['count']})" for g in groups], fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (log)")
-    ax.set_title("Latency percentiles per scenario and outcome (closed-loop clients; the crowd: one per connection)",
-                 fontsize=10)
+    ax.set_title(
+        "Latency percentiles per scenario and outcome (closed-loop clients; the crowd: one per connection)",
+        fontsize=10,
+    )
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -117,8 +155,17 @@ def scale_out(scale: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(processes))
     for i, shape in enumerate(shapes):
-        values = [next((r["orders_per_s"] for r in scale.values() if r["shape"] == shape and r["processes"] == p), 0)
-                  for p in processes]
+        values = [
+            next(
+                (
+                    r["orders_per_s"]
+                    for r in scale.values()
+                    if r["shape"] == shape and r["processes"] == p
+                ),
+                0,
+            )
+            for p in processes
+        ]
         ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=shape.replace("_", " "))
     ax.axhline(2000, color="black", linestyle="--", linewidth=1, label="goal 2,000/s")
     ax.set_xticks(x, [f"{p} process{'es' if p > 1 else ''}" for p in processes])

@@ -3,6 +3,7 @@
 `drive` starts it, lets the scenario create its event, runs it with a progress bar,
 and meters what the run cost: CPU per role, PostgreSQL lock waits, optional profiles.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
     session = requests.Session()
 
     def login(username: str) -> str:
-        response = session.post(f"{base_url}/login/", json={"username": username, "password": password}, timeout=30)
+        response = session.post(
+            f"{base_url}/login/", json={"username": username, "password": password}, timeout=30
+        )
         response.raise_for_status()
         return response.json()["access"]
 
@@ -56,8 +59,11 @@ class LoadGen:
 
     def __init__(self, spec: dict):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "loadtests.loadgen"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "loadtests.loadgen"],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         self._send(spec)
         if not json.loads(self.process.stdout.readline() or "{}").get("ready"):
@@ -77,18 +83,30 @@ class LoadGen:
                 self.process.wait(timeout=30)
                 return message
             bar.n = min(message[key], bar.total)
-            bar.set_postfix(req=message["n"], tickets=message["qty"], sold_out=message["sold_out"], refresh=False)
+            bar.set_postfix(
+                req=message["n"],
+                tickets=message["qty"],
+                sold_out=message["sold_out"],
+                refresh=False,
+            )
             bar.refresh()
         raise RuntimeError(f"load generator exited with {self.process.wait()}")
 
 
-def drive(ctx: Context, label: str, spec: dict, setup, *, progress: str = "t", total: float | None = None) -> dict:
+def drive(
+    ctx: Context, label: str, spec: dict, setup, *, progress: str = "t", total: float | None = None
+) -> dict:
     """Start a load generator, run `setup()` (-> go fields), measure the run; return raw results."""
     samples_path = ctx.work_dir / f"{label}.csv"
     spec = {
-        "base_url": ctx.api_url, "tokens": ctx.tokens, "concurrency": ctx.args.concurrency,
-        "max_requests": ctx.args.max_requests, "quantities": [1, 4], "seed": 7,
-        "samples": str(samples_path), **spec,
+        "base_url": ctx.api_url,
+        "tokens": ctx.tokens,
+        "concurrency": ctx.args.concurrency,
+        "max_requests": ctx.args.max_requests,
+        "quantities": [1, 4],
+        "seed": 7,
+        "samples": str(samples_path),
+        **spec,
     }
     generator = LoadGen(spec)
     go = setup()
@@ -96,8 +114,14 @@ def drive(ctx: Context, label: str, spec: dict, setup, *, progress: str = "t", t
     locks.start()
     profiler = None
     if ctx.args.profile and label in PROFILED:
-        profiler = Profiler({"api": [p.pid for p in ctx.stack.children("api")],
-                             "worker": [p.pid for p in ctx.stack.children("worker")]}, ctx.work_dir, label)
+        profiler = Profiler(
+            {
+                "api": [p.pid for p in ctx.stack.children("api")],
+                "worker": [p.pid for p in ctx.stack.children("worker")],
+            },
+            ctx.work_dir,
+            label,
+        )
     cpu_before, started = ctx.meter.cpu_snapshot(), time.monotonic()
     generator.go(go)
     try:
@@ -117,12 +141,23 @@ def drive(ctx: Context, label: str, spec: dict, setup, *, progress: str = "t", t
     api_ms = round(api_seconds / done["n"] * 1000, 3) if done.get("n") else None
     if profiler:
         ctx.profiles[label] = profiler.stop()
-    return {"done": done, "samples": Samples.load(samples_path), "cpu_cores": cpu,
-            "api_cpu_ms_per_request": api_ms, "pg_lock_waits": locks_figures, "go": go}
+    return {
+        "done": done,
+        "samples": Samples.load(samples_path),
+        "cpu_cores": cpu,
+        "api_cpu_ms_per_request": api_ms,
+        "pg_lock_waits": locks_figures,
+        "go": go,
+    }
 
 
 def _follow(generator: LoadGen, spec: dict, label: str, progress: str, total: float | None) -> dict:
-    with tqdm(total=total or spec["max_seconds"], desc=f"{label:<12}", unit=progress == "t" and "s" or "tkt",
-              bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n:.0f}/{total:.0f} {unit} [{elapsed}] {postfix}",
-              leave=True, file=sys.stdout) as bar:
+    with tqdm(
+        total=total or spec["max_seconds"],
+        desc=f"{label:<12}",
+        unit=progress == "t" and "s" or "tkt",
+        bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n:.0f}/{total:.0f} {unit} [{elapsed}] {postfix}",
+        leave=True,
+        file=sys.stdout,
+    ) as bar:
         return generator.wait(bar, progress)

@@ -9,6 +9,7 @@ rendering are all counted; the server's own cost is not (the benchmark measures 
 Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
 --profile ENDPOINT, the cProfile of that endpoint grouped by stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,18 @@ ENV = {
 STAGES = [
     ("redis", ("redis/", "hiredis", "core/stock")),
     ("sql", ("django/db/", "psycopg")),
-    ("authentication", ("rest_framework_simplejwt", "jwt/", "api/authentication", "core/services/users")),
-    ("rendering", ("renderers", "serializers", "orjson", "json/", "django/http/response", "fields.py")),
-    ("middleware", ("django/middleware", "django/contrib", "corsheaders", "api/metrics", "prometheus_client")),
+    (
+        "authentication",
+        ("rest_framework_simplejwt", "jwt/", "api/authentication", "core/services/users"),
+    ),
+    (
+        "rendering",
+        ("renderers", "serializers", "orjson", "json/", "django/http/response", "fields.py"),
+    ),
+    (
+        "middleware",
+        ("django/middleware", "django/contrib", "corsheaders", "api/metrics", "prometheus_client"),
+    ),
     ("dispatch", ("rest_framework/", "django/urls", "django/core/handlers", "api/", "core/")),
     ("server", ("wsgiref", "django/core/handlers/wsgi")),
 ]
@@ -54,7 +64,9 @@ STAGES = [
 def _database_recreate() -> None:
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
 
@@ -84,20 +96,43 @@ def _fixtures() -> dict:
 
     get_redis().hset(f"gate:{{ev:{sold_out.pk}}}", "remaining", 0)
     pending = Order.objects.create(user=buyer, event=big, quantity=1)
-    final = Order.objects.create(user=buyer, event=big, quantity=1, status=Order.Status.CONFIRMED,
-                                 finalized_at=timezone.now())
+    final = Order.objects.create(
+        user=buyer,
+        event=big,
+        quantity=1,
+        status=Order.Status.CONFIRMED,
+        finalized_at=timezone.now(),
+    )
     Event.objects.filter(pk=big.pk).update(tickets_sold=1)
-    return {"token": str(refresh.access_token), "big": big.pk, "sold_out": sold_out.pk,
-            "pending": pending.pk, "final": final.pk}
+    return {
+        "token": str(refresh.access_token),
+        "big": big.pk,
+        "sold_out": sold_out.pk,
+        "pending": pending.pk,
+        "final": final.pk,
+    }
 
 
-def _environ(method: str, path: str, token: str | None, body: bytes = b"", key: str | None = None) -> dict:
+def _environ(
+    method: str, path: str, token: str | None, body: bytes = b"", key: str | None = None
+) -> dict:
     environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
-        "wsgi.run_once": False, "wsgi.version": (1, 0), "HTTP_ACCEPT": "*/*",
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+        "HTTP_ACCEPT": "*/*",
     }
     if token:
         environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
@@ -132,7 +167,9 @@ def call(app, environ: dict, expected: int) -> None:
         response.close()
     code = int(status_seen[0].split()[0])
     if code != expected:
-        raise SystemExit(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {status_seen[0]}, expected {expected}")
+        raise SystemExit(
+            f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {status_seen[0]}, expected {expected}"
+        )
 
 
 def measure(app, fx: dict, name: str, requests: int) -> float:
@@ -176,8 +213,10 @@ def profile(app, fx: dict, name: str, requests: int, top: int) -> str:
     out = io.StringIO()
     stats.stream = out
     stats.sort_stats("cumulative").print_stats(top)
-    lines = [f"{stage:<15} {seconds / total * 100:5.1f}%" for stage, seconds in
-             sorted(shares.items(), key=lambda kv: -kv[1])]
+    lines = [
+        f"{stage:<15} {seconds / total * 100:5.1f}%"
+        for stage, seconds in sorted(shares.items(), key=lambda kv: -kv[1])
+    ]
     return "\n".join(["self time by stage:", *lines, "", out.getvalue()])
 
 

@@ -1,4 +1,5 @@
 """The invariants every scenario ends with, checked against PostgreSQL and Redis."""
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,14 @@ def wait_until_final(event_ids: list[int], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def invariants_check(label: str, event_id: int, *, gate: bool = True, accepted_ids: np.ndarray | None = None,
-                     expect_sold_out: bool = False) -> dict:
+def invariants_check(
+    label: str,
+    event_id: int,
+    *,
+    gate: bool = True,
+    accepted_ids: np.ndarray | None = None,
+    expect_sold_out: bool = False,
+) -> dict:
     """Check a finished sale; raise InvariantError listing every broken invariant."""
     from django.db.models import Count, Sum
 
@@ -31,12 +38,19 @@ def invariants_check(label: str, event_id: int, *, gate: bool = True, accepted_i
     from core.stock import stock_remaining
 
     event = Event.objects.get(pk=event_id)
-    orders = {row["status"]: row for row in Order.objects.filter(event_id=event_id).values("status")
-              .annotate(n=Count("id"), qty=Sum("quantity")).order_by()}
-    tickets = Ticket.objects.filter(event_id=event_id).aggregate(n=Count("id"), orders=Count("order_id", distinct=True),
-                                                                 qty=Sum("quantity"))
+    orders = {
+        row["status"]: row
+        for row in Order.objects.filter(event_id=event_id)
+        .values("status")
+        .annotate(n=Count("id"), qty=Sum("quantity"))
+        .order_by()
+    }
+    tickets = Ticket.objects.filter(event_id=event_id).aggregate(
+        n=Count("id"), orders=Count("order_id", distinct=True), qty=Sum("quantity")
+    )
     figures = {
-        "total": event.total_tickets, "tickets_sold": event.tickets_sold,
+        "total": event.total_tickets,
+        "tickets_sold": event.tickets_sold,
         "confirmed_quantity": (orders.get("confirmed") or {}).get("qty") or 0,
         "confirmed_orders": (orders.get("confirmed") or {}).get("n") or 0,
         "rejected_orders": (orders.get("rejected") or {}).get("n") or 0,

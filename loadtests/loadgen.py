@@ -24,6 +24,7 @@ A 503 with a JSON `code` is an answer (the server shedding load): it is recorded
 
 Every run is bounded by max_seconds and max_requests, and only ever talks to base_url.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -46,7 +47,6 @@ COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id"]
 # A response we cannot classify (5xx, timeouts) is recorded, then the client backs off.
 ERROR_BACKOFF = 0.05
 MAX_RETRY_AFTER = 5.0  # a busy answer's Retry-After is honoured up to this many seconds
-
 
 
 class Run:
@@ -83,7 +83,11 @@ def _code(body: bytes) -> str:
 
 def _busy(response, payload: bytes) -> float | None:
     """Seconds to wait when `response` is a 503 with a `code` and Retry-After, else None."""
-    if response is None or response.status_code != 503 or _code(payload) in ("unknown", "unparsable"):
+    if (
+        response is None
+        or response.status_code != 503
+        or _code(payload) in ("unknown", "unparsable")
+    ):
         return None
     try:
         return min(float(response.get("Retry-After", "1")), MAX_RETRY_AFTER)
@@ -99,9 +103,12 @@ class Client:
         self.run, self.http = run, http
         tokens = spec["tokens"]
         # Client i acts as buyers i, i+C, i+2C, ... in turn, so every buyer is used.
-        self.buyers = list(range(index % len(tokens), len(tokens), spec["concurrency"])) or [index % len(tokens)]
+        self.buyers = list(range(index % len(tokens), len(tokens), spec["concurrency"])) or [
+            index % len(tokens)
+        ]
         self.headers = [
-            {"Authorization": f"Bearer {tokens[j]}", "Content-Type": "application/json"} for j in self.buyers
+            {"Authorization": f"Bearer {tokens[j]}", "Content-Type": "application/json"}
+            for j in self.buyers
         ]
         self.turn = 0
         self.rng = random.Random(spec["seed"] * 100_003 + index)
@@ -148,7 +155,9 @@ class Client:
             self.run.record(t, latency, "get", f"busy_{_code(body)}")
             gevent.sleep(wait)
             return
-        self.run.record(t, latency, "get", "ok" if status == 200 else f"error_{status or body.decode()}")
+        self.run.record(
+            t, latency, "get", "ok" if status == 200 else f"error_{status or body.decode()}"
+        )
         if status != 200:
             gevent.sleep(ERROR_BACKOFF)
 
@@ -162,14 +171,21 @@ class Client:
         run.requests += 1
         status = response.status_code if response else 0
         if status in (201, 202):
-            order_id = int(response.get("Location", "/orders/0/").rstrip("/").rsplit("/", 1)[-1] or 0)
+            order_id = int(
+                response.get("Location", "/orders/0/").rstrip("/").rsplit("/", 1)[-1] or 0
+            )
             if not order_id:
                 order_id = json.loads(payload)["id"]
             run.accepted_qty += qty
-            run.record(t, latency, "buy", "accepted" if status == 202 else "confirmed", qty, order_id)
+            run.record(
+                t, latency, "buy", "accepted" if status == 202 else "confirmed", qty, order_id
+            )
             if status == 202 and run.spec.get("poll"):
                 delay = float(response.get("Retry-After", "1"))
-                heapq.heappush(self.polls, (time.monotonic() + delay, order_id, f"/orders/{order_id}/", headers))
+                heapq.heappush(
+                    self.polls,
+                    (time.monotonic() + delay, order_id, f"/orders/{order_id}/", headers),
+                )
             return
         wait = _busy(response, payload)
         if wait is not None:
@@ -190,7 +206,11 @@ class Client:
         status = response.status_code if response else 0
         if status != 200:
             wait = _busy(response, payload)
-            outcome = f"busy_{_code(payload)}" if wait is not None else f"error_{status or payload.decode()}"
+            outcome = (
+                f"busy_{_code(payload)}"
+                if wait is not None
+                else f"error_{status or payload.decode()}"
+            )
             self.run.record(t, latency, "poll", outcome, 0, order_id)
             heapq.heappush(self.polls, (time.monotonic() + (wait or 1.0), order_id, path, headers))
             return
@@ -204,8 +224,12 @@ class Client:
 def _progress(run: Run) -> None:
     while True:
         gevent.sleep(0.5)
-        _emit(t=round(time.monotonic() - run.started, 2), n=run.requests, qty=run.accepted_qty,
-              sold_out=run.sold_out_at is not None)
+        _emit(
+            t=round(time.monotonic() - run.started, 2),
+            n=run.requests,
+            qty=run.accepted_qty,
+            sold_out=run.sold_out_at is not None,
+        )
 
 
 def _emit(**fields) -> None:
@@ -222,8 +246,17 @@ def main() -> None:
     assert url.hostname in ("127.0.0.1", "localhost", "::1"), "load goes to this machine only"
     run = Run(spec)
     clients = [
-        Client(run, i, HTTPClient(url.hostname, url.port, concurrency=1,
-                                  connection_timeout=10, network_timeout=spec.get("network_timeout", 30)))
+        Client(
+            run,
+            i,
+            HTTPClient(
+                url.hostname,
+                url.port,
+                concurrency=1,
+                connection_timeout=10,
+                network_timeout=spec.get("network_timeout", 30),
+            ),
+        )
         for i in range(spec["concurrency"])
     ]
     delay = spec.get("start_at", 0) - time.time()
@@ -239,8 +272,13 @@ def main() -> None:
         writer.writerow(COLUMNS)
         writer.writerows(run.samples)
     times = os.times()
-    _emit(done=True, n=run.requests, qty=run.accepted_qty, seconds=round(time.monotonic() - run.started, 3),
-          cpu=round(times.user + times.system, 2))
+    _emit(
+        done=True,
+        n=run.requests,
+        qty=run.accepted_qty,
+        seconds=round(time.monotonic() - run.started, 3),
+        cpu=round(times.user + times.system, 2),
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Shared by the benchmark (loadtests/stack.py) and the tests that cross processes
 (tests/live.py). Every process logs to `<log_dir>/<name>.log` and is stopped by its
 process group id, never by name, so nothing else on the machine is touched.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,36 +44,73 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, args: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str], env: dict | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                args, cwd=cwd or ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                args,
+                cwd=cwd or ROOT,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.processes[name] = process
         return process
 
     def start_api_server(
-        self, name: str, *, port: int, workers: int = 2, env: dict | None = None,
-        app: str = "core.wsgi:application", health_path: str = "/health/", cwd: Path | None = None,
+        self,
+        name: str,
+        *,
+        port: int,
+        workers: int = 2,
+        env: dict | None = None,
+        app: str = "core.wsgi:application",
+        health_path: str = "/health/",
+        cwd: Path | None = None,
     ) -> str:
         """The API server as production runs it (`python -m core.serve`); return its base URL
         once `health_path` answers. `app` may name another WSGI app (the bare reference)."""
-        self.start(name, [
-            sys.executable, "-m", "core.serve", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), "--app", app,
-        ], env, cwd=cwd)
+        self.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "core.serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--app",
+                app,
+            ],
+            env,
+            cwd=cwd,
+        )
         base_url = f"http://127.0.0.1:{port}"
         self.wait_until(lambda: answers(base_url + health_path), f"{name} to answer")
         return base_url
 
-    def start_celery_worker(self, name: str, *, concurrency: int = 2, extra_args: tuple[str, ...] = ()):
+    def start_celery_worker(
+        self, name: str, *, concurrency: int = 2, extra_args: tuple[str, ...] = ()
+    ):
         """A prefork Celery worker; return once its `concurrency` pool processes exist."""
-        process = self.start(name, [
-            str(BIN / "celery"), "-A", "workers", "worker", "--loglevel=WARNING",
-            f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip",
-            "--without-mingle", *extra_args,
-        ])
+        process = self.start(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers",
+                "worker",
+                "--loglevel=WARNING",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                *extra_args,
+            ],
+        )
         self.wait_until(lambda: len(self.children(name)) >= concurrency, f"{name} pool")
         return process
 

@@ -6,6 +6,7 @@ question is usually "what is the request waiting for", not only "what burns CPU"
 Raw collapsed stacks stay in the run's log directory; the summary (share of samples
 per function, inclusive, for the project's code and the I/O waits) goes to --out.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,11 +19,25 @@ from pathlib import Path
 
 FRAME = re.compile(r"(.*) \((.*?):\d+\)")
 # Frames worth showing: the project's own code, and where a process waits or talks.
-INTERESTING = ("(core/", "(api/", "(workers/", "Connection.wait (psycopg", "Connection.commit (psycopg",
-               "Cursor.execute (psycopg", "Redis.execute_command", "Pipeline.execute", "Script.__call__",
-               "Task.apply_async", "Producer.publish", "SyncWorker.wait", "close_graceful",
-               "JWTAuthentication.authenticate (rest_framework_simplejwt", "QuerySet.first", "fast_trace_task",
-               "Connection._recv (billiard")
+INTERESTING = (
+    "(core/",
+    "(api/",
+    "(workers/",
+    "Connection.wait (psycopg",
+    "Connection.commit (psycopg",
+    "Cursor.execute (psycopg",
+    "Redis.execute_command",
+    "Pipeline.execute",
+    "Script.__call__",
+    "Task.apply_async",
+    "Producer.publish",
+    "SyncWorker.wait",
+    "close_graceful",
+    "JWTAuthentication.authenticate (rest_framework_simplejwt",
+    "QuerySet.first",
+    "fast_trace_task",
+    "Connection._recv (billiard",
+)
 
 
 def py_spy() -> str | None:
@@ -45,11 +60,26 @@ class Profiler:
             for pid in pids:
                 path = raw_dir / f"{label}-{role}-{pid}.txt"
                 self.files.setdefault(role, []).append(path)
-                self.processes.append(subprocess.Popen(
-                    [binary, "record", "--idle", "--nonblocking", "--format", "raw", "--rate", "200",
-                     "--pid", str(pid), "--output", str(path)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
+                self.processes.append(
+                    subprocess.Popen(
+                        [
+                            binary,
+                            "record",
+                            "--idle",
+                            "--nonblocking",
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "200",
+                            "--pid",
+                            str(pid),
+                            "--output",
+                            str(path),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
 
     def stop(self) -> dict[str, dict]:
         for process in self.processes:
@@ -59,7 +89,9 @@ class Profiler:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        return {role: summarize([p for p in paths if p.exists()]) for role, paths in self.files.items()}
+        return {
+            role: summarize([p for p in paths if p.exists()]) for role, paths in self.files.items()
+        }
 
 
 def _name(frame: str) -> str:
@@ -91,22 +123,34 @@ def summarize(paths: list[Path], top: int = 30) -> dict:
 
     return {
         "samples": total,
-        "inclusive_pct": dict(list(share(inclusive, lambda k: any(s in k for s in INTERESTING)).items())[:top]),
+        "inclusive_pct": dict(
+            list(share(inclusive, lambda k: any(s in k for s in INTERESTING)).items())[:top]
+        ),
         "leaf_pct": dict(list(share(leaf, lambda k: True).items())[:12]),
     }
 
 
 def markdown(profiles: dict[str, dict], command: str) -> str:
-    lines = ["# Wall-clock profiles (py-spy, idle included)", "", f"Command: `{command}`", "",
-             "Share of samples of all processes of a role, while the scenario ran. "
-             "`Connection.wait (psycopg/...)` is time waiting for PostgreSQL (locks included), "
-             "`redis/...` for Redis, `SyncWorker.wait` idle between requests.", ""]
+    lines = [
+        "# Wall-clock profiles (py-spy, idle included)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Share of samples of all processes of a role, while the scenario ran. "
+        "`Connection.wait (psycopg/...)` is time waiting for PostgreSQL (locks included), "
+        "`redis/...` for Redis, `SyncWorker.wait` idle between requests.",
+        "",
+    ]
     for label, roles in profiles.items():
         for role, summary in roles.items():
             if not summary.get("samples"):
                 continue
-            lines += [f"## {label} — {role} ({summary['samples']:,} samples)", "", "| inclusive % | function |",
-                      "|---:|---|"]
+            lines += [
+                f"## {label} — {role} ({summary['samples']:,} samples)",
+                "",
+                "| inclusive % | function |",
+                "|---:|---|",
+            ]
             lines += [f"| {pct} | `{name}` |" for name, pct in summary["inclusive_pct"].items()]
             lines += ["", "| leaf % | function |", "|---:|---|"]
             lines += [f"| {pct} | `{name}` |" for name, pct in summary["leaf_pct"].items()]

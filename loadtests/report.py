@@ -1,4 +1,5 @@
 """results.json, report.md and the PNG charts of `python -m loadtests.bench`."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,24 @@ CROWD_ANSWER_S = 10
 HEALTH_RATIOS = [
     ("sold_out_vs_health", "Sold-out refusal vs `GET /health/`", "flood.rps", 0.8),
     ("accept_vs_health", "Accept (202) vs `GET /health/`", "accept.rps", 0.4),
-    ("event_read_vs_health", "Authenticated `GET /events/<id>/` vs `GET /health/`", "floor.rps", 0.6),
-    ("poll_pending_vs_health", "`GET /orders/<id>/` (pending) vs `GET /health/`", "poll_pending.rps", 0.6),
-    ("poll_final_vs_health", "`GET /orders/<id>/` (final) vs `GET /health/`", "poll_final.rps", 0.6),
+    (
+        "event_read_vs_health",
+        "Authenticated `GET /events/<id>/` vs `GET /health/`",
+        "floor.rps",
+        0.6,
+    ),
+    (
+        "poll_pending_vs_health",
+        "`GET /orders/<id>/` (pending) vs `GET /health/`",
+        "poll_pending.rps",
+        0.6,
+    ),
+    (
+        "poll_final_vs_health",
+        "`GET /orders/<id>/` (final) vs `GET /health/`",
+        "poll_final.rps",
+        0.6,
+    ),
 ]
 BASELINE_RATIOS = [
     ("sold_out_vs_baseline", "Sold-out refusal vs the baseline commit", "flood.rps", 2.5),
@@ -40,7 +56,16 @@ ENDPOINTS = [
     ("naive sale, all requests", "naive", "all_rps_in_sale_window", None),
     ("naive purchase, sold out", "naive.flood", "rps", None),
 ]
-STAGES = ("server", "middleware", "authentication", "dispatch", "redis", "sql", "rendering", "other")
+STAGES = (
+    "server",
+    "middleware",
+    "authentication",
+    "dispatch",
+    "redis",
+    "sql",
+    "rendering",
+    "other",
+)
 
 
 def _get(data: dict, path: str, default=None):
@@ -61,10 +86,14 @@ def _verdict(measured, target, *, at_least: bool) -> tuple[str, str]:
         return ("PASS" if measured <= target else "MISS"), ""
     else:
         ok, margin = measured <= target, (target / measured - 1) if measured else float("inf")
-    return ("PASS" if ok else "MISS"), ("" if margin == float("inf") else f"by {abs(margin) * 100:.0f}%")
+    return ("PASS" if ok else "MISS"), (
+        "" if margin == float("inf") else f"by {abs(margin) * 100:.0f}%"
+    )
 
 
-def _ratio(results: dict, numerator: str, denominator: str, unit: str) -> tuple[float | None, str, list[float]]:
+def _ratio(
+    results: dict, numerator: str, denominator: str, unit: str
+) -> tuple[float | None, str, list[float]]:
     """numerator / denominator measured within each run, then the median over runs.
 
     Ratios of one run share its machine state, so on a noisy machine the median of the
@@ -84,7 +113,11 @@ def _ratio(results: dict, numerator: str, denominator: str, unit: str) -> tuple[
         a, b = pairs[0]
         return median, f"{a} / {b} {unit} = {median:.2f}×", ratios
     s = results.get("summary") or {}
-    return median, (f"{median:.2f}× (medians {_get(s, numerator)} / {_get(s, denominator)} {unit})"), ratios
+    return (
+        median,
+        (f"{median:.2f}× (medians {_get(s, numerator)} / {_get(s, denominator)} {unit})"),
+        ratios,
+    )
 
 
 def _per_run(results: dict, path: str) -> list[float]:
@@ -107,11 +140,23 @@ def goals(results: dict) -> list[dict]:
     s, scale = results.get("summary") or {}, results.get("scale_out") or {}
     rows = []
 
-    def add(key, goal, target_text, measured, measured_text, target, at_least, per_run=(), fmt="{:.2f}"):
+    def add(
+        key, goal, target_text, measured, measured_text, target, at_least, per_run=(), fmt="{:.2f}"
+    ):
         verdict, margin = _verdict(measured, target, at_least=at_least)
-        rows.append({"key": key, "goal": goal, "target": target_text, "measured": measured_text,
-                     "value": measured, "runs": [round(v, 3) for v in per_run], "range": _range(list(per_run), fmt),
-                     "verdict": verdict, "margin": margin})
+        rows.append(
+            {
+                "key": key,
+                "goal": goal,
+                "target": target_text,
+                "measured": measured_text,
+                "value": measured,
+                "runs": [round(v, 3) for v in per_run],
+                "range": _range(list(per_run), fmt),
+                "verdict": verdict,
+                "margin": margin,
+            }
+        )
 
     def add_ratio(key, goal, numerator, denominator, target, unit="req/s", at_least=True):
         value, text, per_run = _ratio(results, numerator, denominator, unit)
@@ -122,50 +167,131 @@ def goals(results: dict) -> list[dict]:
         add_ratio(key, goal, numerator, "health.rps", target)
     commit = _get(s, "baseline.commit") or _get(results, "baseline.commit") or "baseline"
     for key, goal, numerator, target in BASELINE_RATIOS:
-        add_ratio(key, goal.replace("the baseline commit", f"`{commit}`"), numerator, f"baseline.{numerator}", target)
+        add_ratio(
+            key,
+            goal.replace("the baseline commit", f"`{commit}`"),
+            numerator,
+            f"baseline.{numerator}",
+            target,
+        )
     final = _get(s, "sale.all_final_after_open_s")
-    add("sale_final", f"{_get(s, 'sale.tickets', 0):,} tickets sold out and every order final",
-        f"≤ {FINAL_GOAL_S} s after opening", final,
-        (f"sold out {_get(s, 'sale.sold_out_after_open_s')} s, all final {final} s, last client saw its order "
-         f"final {_get(s, 'sale.client_saw_all_final_after_open_s')} s") if final else "—",
-        FINAL_GOAL_S, False, _per_run(results, "sale.all_final_after_open_s"), "{:.1f} s")
-    add_ratio("naive_rps", "Queued vs naive: purchase req/s during the sale",
-              "sale.purchase_rps_in_sale_window", "naive.purchase_rps_in_sale_window", 1.5)
-    add_ratio("naive_p99", "Queued vs naive: purchase p99 during the sale",
-              "sale.purchase_latency_in_sale_window.p99_ms", "naive.purchase_latency_in_sale_window.p99_ms", 0.5,
-              unit="ms", at_least=False)
-    add_ratio("naive_flood", "Queued vs naive: sold-out flood req/s", "flood.rps", "naive.flood.rps", 3.0)
+    add(
+        "sale_final",
+        f"{_get(s, 'sale.tickets', 0):,} tickets sold out and every order final",
+        f"≤ {FINAL_GOAL_S} s after opening",
+        final,
+        (
+            f"sold out {_get(s, 'sale.sold_out_after_open_s')} s, all final {final} s, last client saw its order "
+            f"final {_get(s, 'sale.client_saw_all_final_after_open_s')} s"
+        )
+        if final
+        else "—",
+        FINAL_GOAL_S,
+        False,
+        _per_run(results, "sale.all_final_after_open_s"),
+        "{:.1f} s",
+    )
+    add_ratio(
+        "naive_rps",
+        "Queued vs naive: purchase req/s during the sale",
+        "sale.purchase_rps_in_sale_window",
+        "naive.purchase_rps_in_sale_window",
+        1.5,
+    )
+    add_ratio(
+        "naive_p99",
+        "Queued vs naive: purchase p99 during the sale",
+        "sale.purchase_latency_in_sale_window.p99_ms",
+        "naive.purchase_latency_in_sale_window.p99_ms",
+        0.5,
+        unit="ms",
+        at_least=False,
+    )
+    add_ratio(
+        "naive_flood", "Queued vs naive: sold-out flood req/s", "flood.rps", "naive.flood.rps", 3.0
+    )
     crowd = s.get("crowd") or {}
-    missed = [(_get(run, "crowd.unanswered") or 0) + (_get(run, "crowd.answered_late") or 0)
-              for run in results.get("runs") or [] if _get(run, "crowd")]
-    add("crowd_answered", f"Flash crowd: {crowd.get('connections', 2000):,} keep-alive connections on a sale, "
-        f"every request answered within {CROWD_ANSWER_S} s", "0 unanswered",
+    missed = [
+        (_get(run, "crowd.unanswered") or 0) + (_get(run, "crowd.answered_late") or 0)
+        for run in results.get("runs") or []
+        if _get(run, "crowd")
+    ]
+    add(
+        "crowd_answered",
+        f"Flash crowd: {crowd.get('connections', 2000):,} keep-alive connections on a sale, "
+        f"every request answered within {CROWD_ANSWER_S} s",
+        "0 unanswered",
         max(missed) if missed else None,
-        (f"{max(missed)} unanswered or late of {crowd.get('requests')} requests (worst run); "
-         f"p50 {_get(crowd, 'latency.p50_ms')} ms, p99 {_get(crowd, 'latency.p99_ms')} ms; "
-         f"{crowd.get('busy_answers', 0)} busy (503) answers, {crowd.get('server_errors', 0)} 5xx without a code")
-        if missed else "—", 0, False, missed, "{:.0f}")
-    measured_cpu = [label for label, key, _rps, _ in ENDPOINTS[1:7] if _get(s, f"{key}.api_cpu_ms_per_request")]
+        (
+            f"{max(missed)} unanswered or late of {crowd.get('requests')} requests (worst run); "
+            f"p50 {_get(crowd, 'latency.p50_ms')} ms, p99 {_get(crowd, 'latency.p99_ms')} ms; "
+            f"{crowd.get('busy_answers', 0)} busy (503) answers, {crowd.get('server_errors', 0)} 5xx without a code"
+        )
+        if missed
+        else "—",
+        0,
+        False,
+        missed,
+        "{:.0f}",
+    )
+    measured_cpu = [
+        label for label, key, _rps, _ in ENDPOINTS[1:7] if _get(s, f"{key}.api_cpu_ms_per_request")
+    ]
     profiled = [k for k, v in (results.get("stage_profiles") or {}).items() if v.get("stages")]
     cpu_done = len(measured_cpu) == 6 and len(profiled) == 6
-    rows.append({"key": "cpu_per_request", "goal": "CPU ms per request for each endpoint, stage shares from a profile",
-                 "target": "reported", "value": int(cpu_done), "runs": [], "range": "—", "margin": "",
-                 "measured": (f"{len(measured_cpu)}/6 endpoints metered, {len(profiled)}/6 profiled "
-                              "(tables below)") if s else "—",
-                 "verdict": "PASS" if cpu_done else "MISS" if s else "n/a"})
+    rows.append(
+        {
+            "key": "cpu_per_request",
+            "goal": "CPU ms per request for each endpoint, stage shares from a profile",
+            "target": "reported",
+            "value": int(cpu_done),
+            "runs": [],
+            "range": "—",
+            "margin": "",
+            "measured": (
+                f"{len(measured_cpu)}/6 endpoints metered, {len(profiled)}/6 profiled "
+                "(tables below)"
+            )
+            if s
+            else "—",
+            "verdict": "PASS" if cpu_done else "MISS" if s else "n/a",
+        }
+    )
     peak = max(_product_rss(results), key=lambda e: e["rss_mb"], default=None)
-    add("peak_rss", "Peak RSS of each API / Celery process", f"< {RSS_LIMIT_MB} MB", peak and peak["rss_mb"],
-        f"max {peak['rss_mb']} MB ({peak['name']}, {peak['role']})" if peak else "—", RSS_LIMIT_MB, False)
+    add(
+        "peak_rss",
+        "Peak RSS of each API / Celery process",
+        f"< {RSS_LIMIT_MB} MB",
+        peak and peak["rss_mb"],
+        f"max {peak['rss_mb']} MB ({peak['name']}, {peak['role']})" if peak else "—",
+        RSS_LIMIT_MB,
+        False,
+    )
     drain = _get(scale, "one_event/x2.orders_per_s")
     best = max((v["orders_per_s"] for v in scale.values()), default=None)
-    add("backlog_commit", "Workers commit from a backlog (one hot event, 2 processes)", f"≥ {COMMIT_GOAL:,} orders/s",
-        drain, f"{drain:,.0f} orders/s (best shape/processes: {best:,.0f})" if drain else "—", COMMIT_GOAL, True)
+    add(
+        "backlog_commit",
+        "Workers commit from a backlog (one hot event, 2 processes)",
+        f"≥ {COMMIT_GOAL:,} orders/s",
+        drain,
+        f"{drain:,.0f} orders/s (best shape/processes: {best:,.0f})" if drain else "—",
+        COMMIT_GOAL,
+        True,
+    )
     broken, checked = results.get("invariant_broken"), bool(s)
-    rows.append({"key": "invariants", "goal": "Zero oversold / lost / pending; gate == total - sold (every scenario)",
-                 "target": "0 broken", "runs": [], "range": "—",
-                 "measured": "BROKEN (see top)" if broken else "all invariants held" if checked else "—",
-                 "value": int(bool(broken)), "margin": "",
-                 "verdict": "FAIL" if broken else "PASS" if checked else "n/a"})
+    rows.append(
+        {
+            "key": "invariants",
+            "goal": "Zero oversold / lost / pending; gate == total - sold (every scenario)",
+            "target": "0 broken",
+            "runs": [],
+            "range": "—",
+            "measured": "BROKEN (see top)" if broken else "all invariants held" if checked else "—",
+            "value": int(bool(broken)),
+            "margin": "",
+            "verdict": "FAIL" if broken else "PASS" if checked else "n/a",
+        }
+    )
     return rows
 
 
@@ -174,14 +300,28 @@ def _product_rss(results: dict) -> list[dict]:
     return [e for e in results.get("peak_rss_mb") or [] if not e["name"].startswith("baseline")]
 
 
-SCENARIOS = ("bare", "health", "floor", "accept", "poll_pending", "poll_final", "sale", "flood", "naive", "crowd")
+SCENARIOS = (
+    "bare",
+    "health",
+    "floor",
+    "accept",
+    "poll_pending",
+    "poll_final",
+    "sale",
+    "flood",
+    "naive",
+    "crowd",
+)
 
 
 def noise_cores(results: dict) -> float:
     """Mean CPU (cores) used by processes outside the benchmark during the per-run scenarios."""
     s = results.get("summary") or {}
-    values = [s[name]["cpu_cores"].get("other", 0.0) for name in SCENARIOS
-              if name in s and "cpu_cores" in s[name]]
+    values = [
+        s[name]["cpu_cores"].get("other", 0.0)
+        for name in SCENARIOS
+        if name in s and "cpu_cores" in s[name]
+    ]
     return sum(values) / len(values) if values else 0.0
 
 
@@ -201,8 +341,15 @@ LAT_HEAD = "| | requests | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|-
 
 
 def _steady_table(title: str, data: dict) -> list[str]:
-    lines = [title, "", f"**{data.get('rps')} req/s** over {data.get('seconds')} s (first second left out), "
-             f"{data.get('errors', 0)} errors.", "", LAT_HEAD, _lat_row("all", data)]
+    lines = [
+        title,
+        "",
+        f"**{data.get('rps')} req/s** over {data.get('seconds')} s (first second left out), "
+        f"{data.get('errors', 0)} errors.",
+        "",
+        LAT_HEAD,
+        _lat_row("all", data),
+    ]
     for outcome, stats in (data.get("by_outcome") or {}).items():
         lines.append(_lat_row(f"`{outcome}`", stats))
     return lines + [""]
@@ -216,9 +363,12 @@ def markdown(results: dict) -> str:
         lines += ["> **THE RUN FAILED** — " + results["failure"].splitlines()[0], ""]
     noise = noise_cores(results)
     if noise > NOISE_CORES:
-        lines += [f"> **Noisy machine:** other work used {noise:.2f} cores on average during the scenarios "
-                  "(column `other` below), so absolute figures are low; compare the ratios, or re-run "
-                  "when the machine is quiet.", ""]
+        lines += [
+            f"> **Noisy machine:** other work used {noise:.2f} cores on average during the scenarios "
+            "(column `other` below), so absolute figures are low; compare the ratios, or re-run "
+            "when the machine is quiet.",
+            "",
+        ]
     baseline = results.get("baseline") or {}
     lines += [
         f"Command: `{results['command']}` — commit {_code(results)}, {results['started']}, "
@@ -227,36 +377,55 @@ def markdown(results: dict) -> str:
         "the load generator, the API server (granian, `python -m core.serve`), Celery, PostgreSQL and Redis "
         f"(all on 127.0.0.1). Concurrency {results['args']['concurrency']} closed-loop clients, "
         f"{results['args']['buyers']} buyers."
-        + (f" Baseline: commit `{baseline['commit']}` served by {baseline.get('server', 'its own server')}, "
-           "measured right after each current measurement on the same database and Redis." if baseline else ""),
+        + (
+            f" Baseline: commit `{baseline['commit']}` served by {baseline.get('server', 'its own server')}, "
+            "measured right after each current measurement on the same database and Redis."
+            if baseline
+            else ""
+        ),
         "",
     ]
     if s.get("bare") or s.get("health"):
-        lines += ["**References** (same server configuration as the product, 2 workers): bare WSGI app "
-                  f"**{_get(s, 'bare.rps')} req/s** (runs {_range(_per_run(results, 'bare.rps'), '{:.0f}')}; "
-                  f"the load generator used {_get(s, 'bare.cpu_cores.loadgen')} cores: it, not the server, bounds "
-                  f"this figure on {results['machine']['cpus']} cores), `GET /health/` **{_get(s, 'health.rps')} req/s** "
-                  f"(runs {_range(_per_run(results, 'health.rps'), '{:.0f}')}).", ""]
-    lines += ["## Goals", "", "| Goal | Target | Measured (median) | Runs range | Result |", "|---|---|---|---|---|"]
+        lines += [
+            "**References** (same server configuration as the product, 2 workers): bare WSGI app "
+            f"**{_get(s, 'bare.rps')} req/s** (runs {_range(_per_run(results, 'bare.rps'), '{:.0f}')}; "
+            f"the load generator used {_get(s, 'bare.cpu_cores.loadgen')} cores: it, not the server, bounds "
+            f"this figure on {results['machine']['cpus']} cores), `GET /health/` **{_get(s, 'health.rps')} req/s** "
+            f"(runs {_range(_per_run(results, 'health.rps'), '{:.0f}')}).",
+            "",
+        ]
+    lines += [
+        "## Goals",
+        "",
+        "| Goal | Target | Measured (median) | Runs range | Result |",
+        "|---|---|---|---|---|",
+    ]
     rows = goals(results)
     for row in rows:
-        lines.append(f"| {row['goal']} | {row['target']} | {row['measured']} | {row['range']} | "
-                     f"**{row['verdict']}** {row['margin']} |")
+        lines.append(
+            f"| {row['goal']} | {row['target']} | {row['measured']} | {row['range']} | "
+            f"**{row['verdict']}** {row['margin']} |"
+        )
     lines += [""]
     lines += _limits_section(results, {row["key"] for row in rows if row["verdict"] == "MISS"})
     lines += _cpu_section(results)
     lines += _stage_section(results)
     if s:
-        for key, title in (("floor", "## a. Authenticated `GET /events/<id>/`"),
-                           ("accept", "## a′. Accept path: purchases that are all accepted (no polling)")):
+        for key, title in (
+            ("floor", "## a. Authenticated `GET /events/<id>/`"),
+            ("accept", "## a′. Accept path: purchases that are all accepted (no polling)"),
+        ):
             if s.get(key):
                 lines += _steady_table(title, s[key])
         if s.get("accept"):
-            lines += [f"Workers committed these at {_get(s, 'accept.commit.orders_per_s')} orders/s while the load ran, "
-                      f"in {_get(s, 'accept.commit.batches')} batches ({_get(s, 'accept.commit.orders_per_batch')} "
-                      "orders per batch) "
-                      f"(accept → final p50 {_get(s, 'accept.commit.accept_to_final_p50_ms')} ms, "
-                      f"p99 {_get(s, 'accept.commit.accept_to_final_p99_ms')} ms).", ""]
+            lines += [
+                f"Workers committed these at {_get(s, 'accept.commit.orders_per_s')} orders/s while the load ran, "
+                f"in {_get(s, 'accept.commit.batches')} batches ({_get(s, 'accept.commit.orders_per_batch')} "
+                "orders per batch) "
+                f"(accept → final p50 {_get(s, 'accept.commit.accept_to_final_p50_ms')} ms, "
+                f"p99 {_get(s, 'accept.commit.accept_to_final_p99_ms')} ms).",
+                "",
+            ]
         lines += _poll_section(s)
         if s.get("sale"):
             lines += _sale_section(s)
@@ -268,9 +437,19 @@ def markdown(results: dict) -> str:
         lines += _baseline_section(results)
     lines += _scale_section(results.get("scale_out") or {})
     lines += _resources_section(results)
-    lines += ["## Charts", "", "![Requests/s and tickets over time](sale_timeline.png)", "",
-              "![Latency percentiles per outcome](latency_percentiles.png)", "",
-              "![Commit throughput from a backlog](scale_out.png)", "", "## Method", "", METHOD]
+    lines += [
+        "## Charts",
+        "",
+        "![Requests/s and tickets over time](sale_timeline.png)",
+        "",
+        "![Latency percentiles per outcome](latency_percentiles.png)",
+        "",
+        "![Commit throughput from a backlog](scale_out.png)",
+        "",
+        "## Method",
+        "",
+        METHOD,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -281,21 +460,37 @@ def _cpu_section(results: dict) -> list[str]:
         return []
     profiles = results.get("stage_profiles") or {}
     base = s.get("baseline") or {}
-    lines = ["## CPU per request, by endpoint", "",
-             "API CPU ms per request = CPU seconds of the API server's processes during the scenario / "
-             "requests it served (psutil; only the server under load works meanwhile). In-process µs: "
-             "`python -m loadtests.inprocess` through the WSGI handler without a server (see stage profiles).", "",
-             "| Endpoint | req/s | API CPU ms/request | in-process CPU µs/request | baseline req/s | "
-             "baseline API CPU ms/request |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## CPU per request, by endpoint",
+        "",
+        "API CPU ms per request = CPU seconds of the API server's processes during the scenario / "
+        "requests it served (psutil; only the server under load works meanwhile). In-process µs: "
+        "`python -m loadtests.inprocess` through the WSGI handler without a server (see stage profiles).",
+        "",
+        "| Endpoint | req/s | API CPU ms/request | in-process CPU µs/request | baseline req/s | "
+        "baseline API CPU ms/request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for label, key, rps_key, profile in ENDPOINTS:
         data = _get(s, key)
         if not data:
             continue
         in_process = _get(profiles, f"{profile}.cpu_us_per_request") if profile else None
-        base_data = base.get(key) if key in ("floor", "accept", "poll_pending", "poll_final", "flood") else None
-        cells = [_get(data, rps_key), data.get("api_cpu_ms_per_request"), in_process,
-                 _get(base_data or {}, "rps"), _get(base_data or {}, "api_cpu_ms_per_request")]
-        lines.append(f"| {label} | " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
+        base_data = (
+            base.get(key)
+            if key in ("floor", "accept", "poll_pending", "poll_final", "flood")
+            else None
+        )
+        cells = [
+            _get(data, rps_key),
+            data.get("api_cpu_ms_per_request"),
+            in_process,
+            _get(base_data or {}, "rps"),
+            _get(base_data or {}, "api_cpu_ms_per_request"),
+        ]
+        lines.append(
+            f"| {label} | " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
+        )
     return lines + [""]
 
 
@@ -303,35 +498,55 @@ def _stage_section(results: dict) -> list[str]:
     profiles = results.get("stage_profiles") or {}
     if not profiles:
         return []
-    seen = [stage for stage in STAGES if any(stage in (p.get("stages") or {}) for p in profiles.values())]
+    seen = [
+        stage
+        for stage in STAGES
+        if any(stage in (p.get("stages") or {}) for p in profiles.values())
+    ]
     extra = sorted({st for p in profiles.values() for st in (p.get("stages") or {})} - set(seen))
     columns = seen + extra
-    lines = ["## Stage shares of each endpoint (in-process cProfile, self time)", "",
-             "From `python -m loadtests.inprocess --only E --profile E`, run after the measurements on a "
-             "database of its own; its lines `stage  pct%` are read as printed.", "",
-             "| Endpoint | CPU µs/request | " + " | ".join(columns) + " |",
-             "|---|---:|" + "---:|" * len(columns)]
+    lines = [
+        "## Stage shares of each endpoint (in-process cProfile, self time)",
+        "",
+        "From `python -m loadtests.inprocess --only E --profile E`, run after the measurements on a "
+        "database of its own; its lines `stage  pct%` are read as printed.",
+        "",
+        "| Endpoint | CPU µs/request | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
     for endpoint, profile in profiles.items():
         stages = profile.get("stages") or {}
         if not stages:
-            lines.append(f"| {endpoint} | — | {profile.get('error', 'no profile')} |" + " |" * (len(columns) - 1))
+            lines.append(
+                f"| {endpoint} | — | {profile.get('error', 'no profile')} |"
+                + " |" * (len(columns) - 1)
+            )
             continue
         cells = [f"{stages[c]:.1f}%" if c in stages else "—" for c in columns]
-        lines.append(f"| {endpoint} | {profile.get('cpu_us_per_request') or '—'} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {endpoint} | {profile.get('cpu_us_per_request') or '—'} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return lines + [""]
 
 
 def _poll_section(s: dict) -> list[str]:
     lines = []
-    for key, title in (("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending"),
-                       ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed")):
+    for key, title in (
+        ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending"),
+        ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed"),
+    ):
         data = s.get(key)
         if not data:
             continue
         lines += _steady_table(title, data)
-        lines += [f"{data.get('orders')} orders, one per buyer, each read by its owner; "
-                  f"{data.get('orders_still_in_status_after')} of them still in that status after the scenario "
-                  "(no drain is queued for the pending ones).", ""]
+        lines += [
+            f"{data.get('orders')} orders, one per buyer, each read by its owner; "
+            f"{data.get('orders_still_in_status_after')} of them still in that status after the scenario "
+            "(no drain is queued for the pending ones).",
+            "",
+        ]
     return lines
 
 
@@ -340,17 +555,28 @@ def _baseline_section(results: dict) -> list[str]:
     base = s.get("baseline") or {}
     if not [k for k in base if isinstance(base.get(k), dict)]:
         return []
-    lines = [f"## g. Side by side with commit `{base.get('commit')}` (same run, same data)", "",
-             "Each baseline measurement ran right after the current one; its accepted orders were drained by "
-             "the current worker (same task name and queue) and the same invariants were checked.", "",
-             "| Endpoint | current req/s | baseline req/s | × | current p99 ms | baseline p99 ms | baseline errors |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, key in (("sold-out refusal", "flood"), ("accept (202)", "accept"), ("`GET /events/<id>/`", "floor"),
-                       ("poll, pending", "poll_pending"), ("poll, final", "poll_final")):
+    lines = [
+        f"## g. Side by side with commit `{base.get('commit')}` (same run, same data)",
+        "",
+        "Each baseline measurement ran right after the current one; its accepted orders were drained by "
+        "the current worker (same task name and queue) and the same invariants were checked.",
+        "",
+        "| Endpoint | current req/s | baseline req/s | × | current p99 ms | baseline p99 ms | baseline errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, key in (
+        ("sold-out refusal", "flood"),
+        ("accept (202)", "accept"),
+        ("`GET /events/<id>/`", "floor"),
+        ("poll, pending", "poll_pending"),
+        ("poll, final", "poll_final"),
+    ):
         cur, old = s.get(key) or {}, base.get(key) or {}
         ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else "—"
-        lines.append(f"| {label} | {cur.get('rps', '—')} | {old.get('rps', '—')} | {ratio} | "
-                     f"{cur.get('p99_ms', '—')} | {old.get('p99_ms', '—')} | {old.get('errors', '—')} |")
+        lines.append(
+            f"| {label} | {cur.get('rps', '—')} | {old.get('rps', '—')} | {ratio} | "
+            f"{cur.get('p99_ms', '—')} | {old.get('p99_ms', '—')} | {old.get('errors', '—')} |"
+        )
     return lines + [""]
 
 
@@ -358,22 +584,28 @@ def _crowd_section(s: dict) -> list[str]:
     crowd = s.get("crowd")
     if not crowd:
         return []
-    lines = [f"## f. Flash crowd: {crowd.get('connections') or 0:,} keep-alive connections on a sale", "",
-             f"{crowd.get('tickets') or 0:,} tickets; every client holds one connection, buys from 1 s before the "
-             f"opening until it sees `sold_out` (+1 s) and polls as the Locust buyer does. A request is answered "
-             f"when the API sends any HTTP response within {CROWD_ANSWER_S} s (a 503 with `Retry-After` and a "
-             "`code` included).", "",
-             "| | |", "|---|---:|",
-             f"| Requests | {crowd.get('requests')} |",
-             f"| Unanswered (socket errors, time-outs) | {crowd.get('unanswered')} |",
-             f"| Answered later than {CROWD_ANSWER_S} s | {crowd.get('answered_late')} |",
-             f"| Busy answers (503 + Retry-After + code) | {crowd.get('busy_answers')} |",
-             f"| 5xx without a code | {crowd.get('server_errors')} |",
-             f"| Latency p50 / p90 / p99 / max ms | {_get(crowd, 'latency.p50_ms')} / {_get(crowd, 'latency.p90_ms')} / "
-             f"{_get(crowd, 'latency.p99_ms')} / {_get(crowd, 'latency.max_ms')} |",
-             f"| Sold out / all final after opening | {crowd.get('sold_out_after_open_s')} s / "
-             f"{crowd.get('all_final_after_open_s')} s |",
-             f"| Errors by kind | {crowd.get('errors') or 0} |", ""]
+    lines = [
+        f"## f. Flash crowd: {crowd.get('connections') or 0:,} keep-alive connections on a sale",
+        "",
+        f"{crowd.get('tickets') or 0:,} tickets; every client holds one connection, buys from 1 s before the "
+        f"opening until it sees `sold_out` (+1 s) and polls as the Locust buyer does. A request is answered "
+        f"when the API sends any HTTP response within {CROWD_ANSWER_S} s (a 503 with `Retry-After` and a "
+        "`code` included).",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| Requests | {crowd.get('requests')} |",
+        f"| Unanswered (socket errors, time-outs) | {crowd.get('unanswered')} |",
+        f"| Answered later than {CROWD_ANSWER_S} s | {crowd.get('answered_late')} |",
+        f"| Busy answers (503 + Retry-After + code) | {crowd.get('busy_answers')} |",
+        f"| 5xx without a code | {crowd.get('server_errors')} |",
+        f"| Latency p50 / p90 / p99 / max ms | {_get(crowd, 'latency.p50_ms')} / {_get(crowd, 'latency.p90_ms')} / "
+        f"{_get(crowd, 'latency.p99_ms')} / {_get(crowd, 'latency.max_ms')} |",
+        f"| Sold out / all final after opening | {crowd.get('sold_out_after_open_s')} s / "
+        f"{crowd.get('all_final_after_open_s')} s |",
+        f"| Errors by kind | {crowd.get('errors') or 0} |",
+        "",
+    ]
     return lines
 
 
@@ -392,7 +624,9 @@ def _limits_section(results: dict, missed: set[str]) -> list[str]:
     floor_ms = _api_ms_per_request(s.get("floor") or {}, "rps")
     lines = ["### What limits the missed goals", ""]
     if "sale_final" in missed:
-        total = round((_get(sale, "all_rps_in_sale_window") or 0) * (_get(sale, "sale_window_s") or 0))
+        total = round(
+            (_get(sale, "all_rps_in_sale_window") or 0) * (_get(sale, "sale_window_s") or 0)
+        )
         lines.append(
             f"- **Sale duration** is bound by the API's request rate: the sale took about {total:,} requests "
             f"(purchases and one poll per order) at {_get(sale, 'all_rps_in_sale_window')} req/s, with the API "
@@ -403,7 +637,8 @@ def _limits_section(results: dict, missed: set[str]) -> list[str]:
             f"{_get(sale, 'cpu_cores.worker')} cores, accept → final p50 "
             f"{_get(sale, 'commit.accept_to_final_p50_ms')} ms, last order final "
             f"{round((_get(sale, 'all_final_after_open_s') or 0) - (_get(sale, 'sold_out_after_open_s') or 0), 3)} s "
-            "after the last ticket was sold.")
+            "after the last ticket was sold."
+        )
     if missed & {"naive_rps", "naive_p99"}:
         waits = _get(naive, "pg_lock_waits.share_of_samples_with_waiters")
         lines.append(
@@ -413,18 +648,24 @@ def _limits_section(results: dict, missed: set[str]) -> list[str]:
             f"ms of API CPU per naive purchase against {_api_ms_per_request(sale, 'purchase_rps_in_sale_window')} "
             "ms per queued purchase including its poll. With as many API processes as cores, at most that many "
             "naive transactions queue on the event row; the queued design's advantage, refusing without SQL, "
-            "shows in the sold-out path, not in the accepted one.")
+            "shows in the sold-out path, not in the accepted one."
+        )
     lines += _endpoint_limits(results, missed)
     if len(lines) == 2:
         return []
-    lines += ["", "Profiles (`--profile`, py-spy) and what-ifs: [bottlenecks.md](bottlenecks.md), "
-              "[profiles.md](profiles.md).", ""]
+    lines += [
+        "",
+        "Profiles (`--profile`, py-spy) and what-ifs: [bottlenecks.md](bottlenecks.md), "
+        "[profiles.md](profiles.md).",
+        "",
+    ]
     return lines
 
 
 # goal key -> (endpoint label, scenario key, in-process profile name)
 _ENDPOINT_OF_GOAL = {
-    "sold_out": ("the sold-out refusal", "flood", "sold_out"), "accept": ("the accept path", "accept", "accept"),
+    "sold_out": ("the sold-out refusal", "flood", "sold_out"),
+    "accept": ("the accept path", "accept", "accept"),
     "event_read": ("the event read", "floor", "event_read"),
     "poll_pending": ("the pending poll", "poll_pending", "poll_pending"),
     "poll_final": ("the final poll", "poll_final", "poll_final"),
@@ -440,35 +681,49 @@ def _endpoint_limits(results: dict, missed: set[str]) -> list[str]:
         keys = [k for k in (f"{prefix}_vs_health", f"{prefix}_vs_baseline") if k in missed]
         if not keys:
             continue
-        ms, base_ms = _get(s, f"{key}.api_cpu_ms_per_request"), _get(s, f"baseline.{key}.api_cpu_ms_per_request")
-        stages = sorted((_get(profiles, f"{profile}.stages") or {}).items(), key=lambda kv: -kv[1])[:3]
+        ms, base_ms = (
+            _get(s, f"{key}.api_cpu_ms_per_request"),
+            _get(s, f"baseline.{key}.api_cpu_ms_per_request"),
+        )
+        stages = sorted((_get(profiles, f"{profile}.stages") or {}).items(), key=lambda kv: -kv[1])[
+            :3
+        ]
         top = ", ".join(f"{stage} {share:.0f}%" for stage, share in stages) or "no profile"
         lines.append(
             f"- **{label.capitalize()}** ({', '.join(keys)}): {ms} ms of API CPU per request against "
-            f"{health_ms} ms for `/health/`" + (f" and {base_ms} ms at the baseline commit" if base_ms else "")
-            + f"; in-process, the largest stages are {top}.")
+            f"{health_ms} ms for `/health/`"
+            + (f" and {base_ms} ms at the baseline commit" if base_ms else "")
+            + f"; in-process, the largest stages are {top}."
+        )
     return lines
 
 
 def _sale_section(s: dict) -> list[str]:
     sale = s["sale"]
-    lines = ["## b. Flash sale (queued design)", "",
-             f"{_get(sale, 'tickets', 0):,} tickets, 1–4 per request; clients start {1:.0f} s before the opening and keep "
-             "buying until they see `sold_out` (+1 s), then poll their orders honouring `Retry-After`.", "",
-             "| | |", "|---|---:|",
-             f"| Sold out after opening | {_get(sale, 'sold_out_after_open_s')} s |",
-             f"| Every order final after opening (PostgreSQL) | {_get(sale, 'all_final_after_open_s')} s |",
-             f"| Last client saw its order final | {_get(sale, 'client_saw_all_final_after_open_s')} s |",
-             f"| Purchase req/s, opening → sold out | {_get(sale, 'purchase_rps_in_sale_window')} |",
-             f"| All req/s incl. polls, opening → sold out | {_get(sale, 'all_rps_in_sale_window')} |",
-             f"| Orders accepted | {_get(sale, 'orders_won', 0):,} |",
-             f"| Worker commits during the sale | {_get(sale, 'commit.orders_per_s')} orders/s "
-             f"(peak {_get(sale, 'commit.peak_orders_in_1s')} in 1 s) |",
-             f"| Commit batches (orders per batch) | {_get(sale, 'commit.batches')} "
-             f"({_get(sale, 'commit.orders_per_batch')}) |",
-             f"| Accept → final | p50 {_get(sale, 'commit.accept_to_final_p50_ms')} ms, "
-             f"p99 {_get(sale, 'commit.accept_to_final_p99_ms')} ms |",
-             f"| Errors | {_get(sale, 'errors') or 0} |", "", LAT_HEAD]
+    lines = [
+        "## b. Flash sale (queued design)",
+        "",
+        f"{_get(sale, 'tickets', 0):,} tickets, 1–4 per request; clients start {1:.0f} s before the opening and keep "
+        "buying until they see `sold_out` (+1 s), then poll their orders honouring `Retry-After`.",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| Sold out after opening | {_get(sale, 'sold_out_after_open_s')} s |",
+        f"| Every order final after opening (PostgreSQL) | {_get(sale, 'all_final_after_open_s')} s |",
+        f"| Last client saw its order final | {_get(sale, 'client_saw_all_final_after_open_s')} s |",
+        f"| Purchase req/s, opening → sold out | {_get(sale, 'purchase_rps_in_sale_window')} |",
+        f"| All req/s incl. polls, opening → sold out | {_get(sale, 'all_rps_in_sale_window')} |",
+        f"| Orders accepted | {_get(sale, 'orders_won', 0):,} |",
+        f"| Worker commits during the sale | {_get(sale, 'commit.orders_per_s')} orders/s "
+        f"(peak {_get(sale, 'commit.peak_orders_in_1s')} in 1 s) |",
+        f"| Commit batches (orders per batch) | {_get(sale, 'commit.batches')} "
+        f"({_get(sale, 'commit.orders_per_batch')}) |",
+        f"| Accept → final | p50 {_get(sale, 'commit.accept_to_final_p50_ms')} ms, "
+        f"p99 {_get(sale, 'commit.accept_to_final_p99_ms')} ms |",
+        f"| Errors | {_get(sale, 'errors') or 0} |",
+        "",
+        LAT_HEAD,
+    ]
     for outcome, stats in (sale.get("purchases_by_outcome") or {}).items():
         lines.append(_lat_row(f"purchase `{outcome}`", stats))
     for outcome, stats in (sale.get("polls_by_outcome") or {}).items():
@@ -478,21 +733,30 @@ def _sale_section(s: dict) -> list[str]:
 
 def _naive_section(s: dict) -> list[str]:
     q, n = s["sale"], s["naive"]
-    rows = [("Purchase req/s, opening → sold out", "purchase_rps_in_sale_window"),
-            ("Purchase p50 ms in that window", "purchase_latency_in_sale_window.p50_ms"),
-            ("Purchase p99 ms in that window", "purchase_latency_in_sale_window.p99_ms"),
-            ("Sold out after opening, s", "sold_out_after_open_s"),
-            ("Every order final after opening, s", "all_final_after_open_s"),
-            ("Orders won", "orders_won")]
-    lines = ["## d. Queued vs naive, same sale, same concurrency", "",
-             "The naive design commits the purchase inside the request under `select_for_update` "
-             "(loadtests/naive, a second API server with the same configuration). Its clients need no polling; "
-             "the queued clients' polls are extra load on the same 2 cores. After its sale, the naive API "
-             "gets the same sold-out flood as the queued one.", "",
-             "| | queued | naive |", "|---|---:|---:|"]
+    rows = [
+        ("Purchase req/s, opening → sold out", "purchase_rps_in_sale_window"),
+        ("Purchase p50 ms in that window", "purchase_latency_in_sale_window.p50_ms"),
+        ("Purchase p99 ms in that window", "purchase_latency_in_sale_window.p99_ms"),
+        ("Sold out after opening, s", "sold_out_after_open_s"),
+        ("Every order final after opening, s", "all_final_after_open_s"),
+        ("Orders won", "orders_won"),
+    ]
+    lines = [
+        "## d. Queued vs naive, same sale, same concurrency",
+        "",
+        "The naive design commits the purchase inside the request under `select_for_update` "
+        "(loadtests/naive, a second API server with the same configuration). Its clients need no polling; "
+        "the queued clients' polls are extra load on the same 2 cores. After its sale, the naive API "
+        "gets the same sold-out flood as the queued one.",
+        "",
+        "| | queued | naive |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {label} | {_get(q, key)} | {_get(n, key)} |" for label, key in rows]
     lines.append(f"| Sold-out flood req/s | {_get(s, 'flood.rps')} | {_get(n, 'flood.rps')} |")
-    lines.append(f"| Sold-out flood p99 ms | {_get(s, 'flood.p99_ms')} | {_get(n, 'flood.p99_ms')} |")
+    lines.append(
+        f"| Sold-out flood p99 ms | {_get(s, 'flood.p99_ms')} | {_get(n, 'flood.p99_ms')} |"
+    )
     lines += ["", LAT_HEAD]
     for outcome, stats in (n.get("purchases_by_outcome") or {}).items():
         lines.append(_lat_row(f"naive `{outcome}`", stats))
@@ -502,42 +766,72 @@ def _naive_section(s: dict) -> list[str]:
 def _scale_section(scale: dict) -> list[str]:
     if not scale:
         return []
-    lines = ["## e. Scale-out: draining a backlog of pending orders", "",
-             "Pending orders inserted with one SQL statement (gate rebuilt from PostgreSQL), then a "
-             "worker with N prefork processes started and the drain task(s) published; timed from "
-             "publication to the last `finalized_at`.", "",
-             "| Shape | Processes | Orders | Seconds | Orders/s | CPU cores: worker / postgres |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "## e. Scale-out: draining a backlog of pending orders",
+        "",
+        "Pending orders inserted with one SQL statement (gate rebuilt from PostgreSQL), then a "
+        "worker with N prefork processes started and the drain task(s) published; timed from "
+        "publication to the last `finalized_at`.",
+        "",
+        "| Shape | Processes | Orders | Seconds | Orders/s | CPU cores: worker / postgres |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for row in scale.values():
         cpu = row["cpu_cores"]
-        lines.append(f"| {row['shape']} | {row['processes']} | {row['orders']:,} | {row['seconds']} | "
-                     f"{row['orders_per_s']:,.0f} | {cpu.get('worker', 0)} / {cpu.get('postgres', 0)} |")
+        lines.append(
+            f"| {row['shape']} | {row['processes']} | {row['orders']:,} | {row['seconds']} | "
+            f"{row['orders_per_s']:,.0f} | {cpu.get('worker', 0)} / {cpu.get('postgres', 0)} |"
+        )
     return lines + [""]
 
 
 def _resources_section(results: dict) -> list[str]:
-    lines = ["## Processes: peak RSS (sampled every 0.2 s)", "", "| Process | Role | pid | Peak RSS MB |",
-             "|---|---|---:|---:|"]
-    peaks = results.get("peak_rss_mb") or []  # the baseline commit's processes included, not in the goal
+    lines = [
+        "## Processes: peak RSS (sampled every 0.2 s)",
+        "",
+        "| Process | Role | pid | Peak RSS MB |",
+        "|---|---|---:|---:|",
+    ]
+    peaks = (
+        results.get("peak_rss_mb") or []
+    )  # the baseline commit's processes included, not in the goal
     for entry in peaks:
-        lines.append(f"| {entry['name']} | {entry['role']} | {entry.get('pid', '')} | {entry['rss_mb']} |")
+        lines.append(
+            f"| {entry['name']} | {entry['role']} | {entry.get('pid', '')} | {entry['rss_mb']} |"
+        )
     s = results.get("summary") or {}
     if s:
-        lines += ["", "## CPU (cores busy on average) and PostgreSQL lock waits per scenario", "",
-                  "`other` is CPU used on the machine by none of the listed roles (noise from other work).", "",
-                  "| Scenario | api | worker | postgres | redis | loadgen | other | lock-wait samples | "
-                  "max waiting backends |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        names = [name for name in SCENARIOS if s.get(name)] + (["naive.flood"] if _get(s, "naive.flood") else [])
-        names += [f"baseline.{name}" for name in ("floor", "accept", "poll_pending", "poll_final", "flood")
-                  if _get(s, f"baseline.{name}")]
+        lines += [
+            "",
+            "## CPU (cores busy on average) and PostgreSQL lock waits per scenario",
+            "",
+            "`other` is CPU used on the machine by none of the listed roles (noise from other work).",
+            "",
+            "| Scenario | api | worker | postgres | redis | loadgen | other | lock-wait samples | "
+            "max waiting backends |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        names = [name for name in SCENARIOS if s.get(name)] + (
+            ["naive.flood"] if _get(s, "naive.flood") else []
+        )
+        names += [
+            f"baseline.{name}"
+            for name in ("floor", "accept", "poll_pending", "poll_final", "flood")
+            if _get(s, f"baseline.{name}")
+        ]
         for name in names:
             data = _get(s, name)
             cpu, locks = data.get("cpu_cores", {}), data.get("pg_lock_waits", {})
-            lines.append(f"| {name} | {cpu.get('api', 0)} | {cpu.get('worker', 0)} | {cpu.get('postgres', 0)} | "
-                         f"{cpu.get('redis', 0)} | {cpu.get('loadgen', 0)} | {cpu.get('other', 0)} | "
-                         f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}% | "
-                         f"{locks.get('max_waiting_backends', 0)} |")
-        waits = {name: (s.get(name) or {}).get("pg_lock_waits", {}).get("top_waits") for name in ("accept", "sale", "naive")}
+            lines.append(
+                f"| {name} | {cpu.get('api', 0)} | {cpu.get('worker', 0)} | {cpu.get('postgres', 0)} | "
+                f"{cpu.get('redis', 0)} | {cpu.get('loadgen', 0)} | {cpu.get('other', 0)} | "
+                f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}% | "
+                f"{locks.get('max_waiting_backends', 0)} |"
+            )
+        waits = {
+            name: (s.get(name) or {}).get("pg_lock_waits", {}).get("top_waits")
+            for name in ("accept", "sale", "naive")
+        }
         lines += ["", "Most frequent lock waits (wait event: query), by samples:", ""]
         for name, top in waits.items():
             for query, count in (top or {}).items():
@@ -584,10 +878,14 @@ METHOD = """- Load: `loadtests/loadgen.py`, gevent + geventhttpclient, one proce
 def console_summary(results: dict) -> str:
     lines = ["", "Goals:"]
     if noise_cores(results) > NOISE_CORES:
-        lines.insert(1, f"(noisy machine: other work used {noise_cores(results):.2f} cores on average)")
+        lines.insert(
+            1, f"(noisy machine: other work used {noise_cores(results):.2f} cores on average)"
+        )
     for row in goals(results):
-        lines.append(f"  {row['verdict']:<5} {row['margin']:<9} {row['goal']}: {row['measured']} "
-                     f"(target {row['target']})")
+        lines.append(
+            f"  {row['verdict']:<5} {row['margin']:<9} {row['goal']}: {row['measured']} "
+            f"(target {row['target']})"
+        )
     return "\n".join(lines)
 
 

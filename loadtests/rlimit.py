@@ -3,6 +3,7 @@
 A module of its own, without imports of the harness or of gevent, so that both the
 orchestrator (before it starts the servers) and the load generator can call it.
 """
+
 from __future__ import annotations
 
 import resource

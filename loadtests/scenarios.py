@@ -3,6 +3,7 @@
 Each scenario gets a fresh event, drives one load generator process (loadtests.loadgen)
 and returns plain figures (JSON-able) plus what the charts need under "_chart".
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,7 +38,11 @@ __all__ = ["Context", "InvariantError"]
 def _order_times(event_id: int) -> dict[str, np.ndarray]:
     from core.models import Order
 
-    rows = list(Order.objects.filter(event_id=event_id).values_list("created_at", "finalized_at", "quantity", "status"))
+    rows = list(
+        Order.objects.filter(event_id=event_id).values_list(
+            "created_at", "finalized_at", "quantity", "status"
+        )
+    )
     return {
         "created": np.array([r[0].timestamp() for r in rows]),
         "finalized": np.array([r[1].timestamp() if r[1] else np.nan for r in rows]),
@@ -56,8 +61,10 @@ def _commit_figures(times: dict[str, np.ndarray]) -> dict:
     # Every order of a commit batch gets the same finalized_at: distinct values = batches.
     batches = len(np.unique(finalized))
     return {
-        "orders": int(len(finalized)), "span_s": round(float(span), 3),
-        "batches": batches, "orders_per_batch": round(len(finalized) / batches, 1),
+        "orders": int(len(finalized)),
+        "span_s": round(float(span), 3),
+        "batches": batches,
+        "orders_per_batch": round(len(finalized) / batches, 1),
         "orders_per_s": round(float(len(finalized) / span), 1) if span else None,
         "peak_orders_in_1s": int(per_second.max()) if len(per_second) else None,
         "accept_to_final_p50_ms": round(float(np.percentile(lag, 50) * 1000), 1),
@@ -70,9 +77,15 @@ def _commit_figures(times: dict[str, np.ndarray]) -> dict:
 
 def _steady(raw: dict, **extra) -> dict:
     samples = raw["samples"]
-    return {**extra, **steady_state(samples), "by_outcome": by_outcome(samples, samples.mask()),
-            "cpu_cores": raw["cpu_cores"], "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
-            "pg_lock_waits": raw["pg_lock_waits"], "_samples": samples}
+    return {
+        **extra,
+        **steady_state(samples),
+        "by_outcome": by_outcome(samples, samples.mask()),
+        "cpu_cores": raw["cpu_cores"],
+        "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
+        "pg_lock_waits": raw["pg_lock_waits"],
+        "_samples": samples,
+    }
 
 
 def _get_spec(ctx: Context, base_url: str | None) -> dict:
@@ -82,8 +95,13 @@ def _get_spec(ctx: Context, base_url: str | None) -> dict:
 
 def scenario_bare(ctx: Context) -> dict:
     """Reference: a bare WSGI app (loadtests/bare.py) on the product's server, the server's ceiling."""
-    url = ctx.stack.start_api("bare-api", port=free_port(), workers=ctx.args.api_workers,
-                              app="loadtests.bare:application", health_path="/")
+    url = ctx.stack.start_api(
+        "bare-api",
+        port=free_port(),
+        workers=ctx.args.api_workers,
+        app="loadtests.bare:application",
+        health_path="/",
+    )
     try:
         return _steady(drive(ctx, "bare", _get_spec(ctx, url), lambda: {"path": "/"}))
     finally:
@@ -95,12 +113,16 @@ def scenario_health(ctx: Context) -> dict:
     return _steady(drive(ctx, "health", _get_spec(ctx, None), lambda: {"path": "/health/"}))
 
 
-def scenario_floor(ctx: Context, event_id: int | None = None, *, base_url: str | None = None) -> dict:
+def scenario_floor(
+    ctx: Context, event_id: int | None = None, *, base_url: str | None = None
+) -> dict:
     """a. Authenticated GET /events/<id>/ (on `base_url`, the baseline's API, when given)."""
     event_id = event_id or prepare.event_prepare(total_tickets=1000, name="Floor")
     label = "baseline_floor" if base_url else "floor"
-    return _steady(drive(ctx, label, _get_spec(ctx, base_url), lambda: {"path": f"/events/{event_id}/"}),
-                   event_id=event_id)
+    return _steady(
+        drive(ctx, label, _get_spec(ctx, base_url), lambda: {"path": f"/events/{event_id}/"}),
+        event_id=event_id,
+    )
 
 
 def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
@@ -111,14 +133,23 @@ def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
     label = "baseline_accept" if base_url else "accept"
     event_id = prepare.event_prepare(total_tickets=2_000_000_000, name=f"Accept path ({label})")
     spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
-    raw = drive(ctx, label, {**spec, "base_url": base_url} if base_url else spec,
-                lambda: {"path": f"/events/{event_id}/purchase/"})
+    raw = drive(
+        ctx,
+        label,
+        {**spec, "base_url": base_url} if base_url else spec,
+        lambda: {"path": f"/events/{event_id}/purchase/"},
+    )
     samples = raw["samples"]
     drain = wait_until_final([event_id], timeout=120)
     accepted = samples.mask(outcome="accepted")
     figures = invariants_check(label, event_id, accepted_ids=samples.order_id[accepted])
-    return _steady(raw, event_id=event_id, drain_after_load_s=round(drain, 2),
-                   commit=_commit_figures(_order_times(event_id)), invariants=figures)
+    return _steady(
+        raw,
+        event_id=event_id,
+        drain_after_load_s=round(drain, 2),
+        commit=_commit_figures(_order_times(event_id)),
+        invariants=figures,
+    )
 
 
 def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
@@ -132,13 +163,22 @@ def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
 
     made = {}
     for status in ("pending", "confirmed"):
-        event_id = prepare.event_prepare(total_tickets=10 * len(ctx.buyer_ids), name=f"Poll ({status})")
+        event_id = prepare.event_prepare(
+            total_tickets=10 * len(ctx.buyer_ids), name=f"Poll ({status})"
+        )
         final = status == "confirmed"
-        orders = Order.objects.bulk_create([
-            Order(user_id=user_id, event_id=event_id, quantity=1, status=status,
-                  finalized_at=timezone.now() if final else None)
-            for user_id in ctx.buyer_ids
-        ])
+        orders = Order.objects.bulk_create(
+            [
+                Order(
+                    user_id=user_id,
+                    event_id=event_id,
+                    quantity=1,
+                    status=status,
+                    finalized_at=timezone.now() if final else None,
+                )
+                for user_id in ctx.buyer_ids
+            ]
+        )
         if final:
             Event.objects.filter(pk=event_id).update(tickets_sold=len(orders))
         # tokens[i] belongs to buyer_ids[i]: the loadgen's client reading as buyer i asks for paths[i].
@@ -154,11 +194,19 @@ def scenario_poll(ctx: Context, orders: dict, status: str, *, base_url: str | No
     label = f"baseline_{name}" if base_url else name
     event_id = orders[status]["event_id"]
     _poll_each_once(base_url or ctx.api_url, ctx.tokens, orders[status]["paths"])
-    raw = drive(ctx, label, {**_get_spec(ctx, base_url), "paths": orders[status]["paths"]},
-                lambda: {"path": orders[status]["paths"][0]})
+    raw = drive(
+        ctx,
+        label,
+        {**_get_spec(ctx, base_url), "paths": orders[status]["paths"]},
+        lambda: {"path": orders[status]["paths"][0]},
+    )
     left = Order.objects.filter(event_id=event_id, status=status).count()
-    return _steady(raw, event_id=event_id, orders=len(orders[status]["paths"]),
-                   orders_still_in_status_after=left)
+    return _steady(
+        raw,
+        event_id=event_id,
+        orders=len(orders[status]["paths"]),
+        orders_still_in_status_after=left,
+    )
 
 
 def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
@@ -171,16 +219,26 @@ def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
     session = requests.Session()
 
     def read(i: int) -> None:
-        response = session.get(base_url + paths[i], headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=30)
+        response = session.get(
+            base_url + paths[i], headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=30
+        )
         if response.status_code != 200:
-            raise RuntimeError(f"GET {paths[i]} by its owner: {response.status_code} {response.text[:200]}")
+            raise RuntimeError(
+                f"GET {paths[i]} by its owner: {response.status_code} {response.text[:200]}"
+            )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(read, range(len(paths))))
 
 
-def scenario_sale(ctx: Context, *, naive_url: str | None = None, label: str | None = None,
-                  concurrency: int | None = None, network_timeout: float | None = None) -> dict:
+def scenario_sale(
+    ctx: Context,
+    *,
+    naive_url: str | None = None,
+    label: str | None = None,
+    concurrency: int | None = None,
+    network_timeout: float | None = None,
+) -> dict:
     """b (or d with naive_url). A flash sale of --tickets: pre-open rush, sell-out, polls."""
     label = label or ("naive_sale" if naive_url else "sale")
     created: dict = {}
@@ -195,8 +253,12 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None, label: str | No
         prefix = "/naive" if naive_url else ""
         return {"path": f"{prefix}/events/{event_id}/purchase/", "start_at": time.time()}
 
-    spec = {"mode": "buy", "max_seconds": ctx.args.sale_timeout, "poll": not naive_url,
-            "grace_after_sold_out": SALE_GRACE_SECONDS}
+    spec = {
+        "mode": "buy",
+        "max_seconds": ctx.args.sale_timeout,
+        "poll": not naive_url,
+        "grace_after_sold_out": SALE_GRACE_SECONDS,
+    }
     if naive_url:
         spec["base_url"] = naive_url
     if concurrency:
@@ -208,16 +270,23 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None, label: str | No
     drain = wait_until_final([event_id], timeout=120)
     won = samples.mask(kind="buy", outcome="confirmed" if naive_url else "accepted")
     sold_out = samples.mask(kind="buy", outcome="sold_out")
-    figures = invariants_check(label, event_id, gate=not naive_url, accepted_ids=samples.order_id[won],
-                               expect_sold_out=bool(sold_out.any()))
+    figures = invariants_check(
+        label,
+        event_id,
+        gate=not naive_url,
+        accepted_ids=samples.order_id[won],
+        expect_sold_out=bool(sold_out.any()),
+    )
     sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
     times = _order_times(event_id)
     final_at = float(np.nanmax(times["finalized"])) if len(times["finalized"]) else None
     window_end = sold_out_at or float(samples.end.max())
     in_window = samples.mask(kind="buy", start=open_at, stop=window_end)
     return {
-        "event_id": event_id, "design": "naive" if naive_url else "queued",
-        "tickets": ctx.args.tickets, "orders_won": int(won.sum()),
+        "event_id": event_id,
+        "design": "naive" if naive_url else "queued",
+        "tickets": ctx.args.tickets,
+        "orders_won": int(won.sum()),
         "sold_out_after_open_s": round(sold_out_at - open_at, 3) if sold_out_at else None,
         "all_final_after_open_s": round(final_at - open_at, 3) if final_at else None,
         "client_saw_all_final_after_open_s": _client_final(samples, open_at),
@@ -227,15 +296,21 @@ def scenario_sale(ctx: Context, *, naive_url: str | None = None, label: str | No
         "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
         "purchases_by_outcome": by_outcome(samples, samples.mask(kind="buy")),
         "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
-        "errors": errors(samples), "drain_after_load_s": round(drain, 2),
-        "commit": None if naive_url else _commit_figures(times), "cpu_cores": raw["cpu_cores"],
+        "errors": errors(samples),
+        "drain_after_load_s": round(drain, 2),
+        "commit": None if naive_url else _commit_figures(times),
+        "cpu_cores": raw["cpu_cores"],
         "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
-        "pg_lock_waits": raw["pg_lock_waits"], "invariants": figures,
+        "pg_lock_waits": raw["pg_lock_waits"],
+        "invariants": figures,
         "_chart": {
             "rates": rate_timeline(samples, open_at),
-            "lock_waits": raw["pg_lock_waits"]["_timeline"], "open_at": open_at,
+            "lock_waits": raw["pg_lock_waits"]["_timeline"],
+            "open_at": open_at,
             "reserved": cumulative(samples.end[won], samples.qty[won], open_at),
-            "committed": cumulative(times["finalized"][times["confirmed"]], times["qty"][times["confirmed"]], open_at),
+            "committed": cumulative(
+                times["finalized"][times["confirmed"]], times["qty"][times["confirmed"]], open_at
+            ),
         },
         "_samples": samples,
     }
@@ -248,7 +323,9 @@ def _client_final(samples: Samples, open_at: float) -> float | None:
     return round(float(samples.end[final].max()) - open_at, 3) if final.any() else None
 
 
-def scenario_flood(ctx: Context, event_id: int, *, base_url: str | None = None, naive: bool = False) -> dict:
+def scenario_flood(
+    ctx: Context, event_id: int, *, base_url: str | None = None, naive: bool = False
+) -> dict:
     """c. Purchases of a sold-out event: what a refresh storm after the sale costs.
 
     On `base_url` (the baseline's or the naive API) when given; `naive` selects the naive
@@ -256,8 +333,12 @@ def scenario_flood(ctx: Context, event_id: int, *, base_url: str | None = None, 
     label = "naive_flood" if naive else "baseline_flood" if base_url else "flood"
     spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
     prefix = "/naive" if naive else ""
-    raw = drive(ctx, label, {**spec, "base_url": base_url} if base_url else spec,
-                lambda: {"path": f"{prefix}/events/{event_id}/purchase/"})
+    raw = drive(
+        ctx,
+        label,
+        {**spec, "base_url": base_url} if base_url else spec,
+        lambda: {"path": f"{prefix}/events/{event_id}/purchase/"},
+    )
     figures = invariants_check(label, event_id, gate=not naive, expect_sold_out=True)
     return _steady(raw, event_id=event_id, invariants=figures)
 
@@ -265,8 +346,9 @@ def scenario_flood(ctx: Context, event_id: int, *, base_url: str | None = None, 
 def scenario_naive(ctx: Context) -> dict:
     """d. The same sale against the naive design (a second API server), then its sold-out flood."""
     port = free_port()
-    url = ctx.stack.start_api("naive-api", port=port, workers=ctx.args.api_workers,
-                              settings="loadtests.naive.settings")
+    url = ctx.stack.start_api(
+        "naive-api", port=port, workers=ctx.args.api_workers, settings="loadtests.naive.settings"
+    )
     try:
         sale = scenario_sale(ctx, naive_url=url)
         sale["flood"] = scenario_flood(ctx, sale["event_id"], base_url=url, naive=True)
@@ -284,8 +366,12 @@ def scenario_crowd(ctx: Context, concurrency: int = CROWD_CONCURRENCY) -> dict:
 
     An answer is any HTTP response from the API within CROWD_ANSWER_SECONDS (a 503 with
     Retry-After and a `code` included); socket errors, time-outs and slower answers are not."""
-    sale = scenario_sale(ctx, label="crowd", concurrency=concurrency, network_timeout=CROWD_ANSWER_SECONDS)
-    sale.update({"connections": concurrency, **answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)})
+    sale = scenario_sale(
+        ctx, label="crowd", concurrency=concurrency, network_timeout=CROWD_ANSWER_SECONDS
+    )
+    sale.update(
+        {"connections": concurrency, **answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)}
+    )
     return sale
 
 
@@ -301,9 +387,13 @@ def scenario_scale_out(ctx: Context, workers: tuple[int, ...] = (1, 2, 4), event
     results = {}
     for k in workers:
         shapes = {
-            "one_event": [prepare.backlog_prepare(orders=ctx.args.backlog, buyer_ids=ctx.buyer_ids)],
-            f"{events}_events": [prepare.backlog_prepare(orders=ctx.args.backlog // events, buyer_ids=ctx.buyer_ids)
-                                 for _ in range(events)],
+            "one_event": [
+                prepare.backlog_prepare(orders=ctx.args.backlog, buyer_ids=ctx.buyer_ids)
+            ],
+            f"{events}_events": [
+                prepare.backlog_prepare(orders=ctx.args.backlog // events, buyer_ids=ctx.buyer_ids)
+                for _ in range(events)
+            ],
         }
         name = f"worker-x{k}"
         ctx.stack.start_worker(name, concurrency=k)
@@ -312,7 +402,12 @@ def scenario_scale_out(ctx: Context, workers: tuple[int, ...] = (1, 2, 4), event
             cpu_before, published = ctx.meter.cpu_snapshot(), time.time()
             for event_id in event_ids:
                 event_orders_commit_task.apply_async(args=[event_id])
-            with tqdm(total=1, desc=f"drain x{k} {shape:<9}", bar_format="{desc} [{elapsed}]", file=sys.stdout):
+            with tqdm(
+                total=1,
+                desc=f"drain x{k} {shape:<9}",
+                bar_format="{desc} [{elapsed}]",
+                file=sys.stdout,
+            ):
                 waited = wait_until_final(event_ids, timeout=120)
             from django.db.models import Max
 
@@ -322,11 +417,16 @@ def scenario_scale_out(ctx: Context, workers: tuple[int, ...] = (1, 2, 4), event
             last = orders.aggregate(m=Max("finalized_at"))["m"].timestamp()
             count = orders.count()
             results[f"{shape}/x{k}"] = {
-                "processes": k, "shape": shape, "orders": count,
-                "seconds": round(last - published, 3), "orders_per_s": round(count / (last - published), 1),
+                "processes": k,
+                "shape": shape,
+                "orders": count,
+                "seconds": round(last - published, 3),
+                "orders_per_s": round(count / (last - published), 1),
                 "cpu_cores": cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), waited),
-                "invariants": [invariants_check(f"scale-out {shape} x{k}", e, expect_sold_out=True)
-                               for e in event_ids],
+                "invariants": [
+                    invariants_check(f"scale-out {shape} x{k}", e, expect_sold_out=True)
+                    for e in event_ids
+                ],
             }
         ctx.stack.stop(name)
     return results
@@ -339,4 +439,6 @@ def _wait_consuming(task) -> None:
     sentinel = 2_000_000_000
     get_redis().set(drain_flag_key(sentinel), 1, ex=60)
     task.apply_async(args=[sentinel])
-    Stack.wait_until(lambda: not get_redis().exists(drain_flag_key(sentinel)), "a worker to consume")
+    Stack.wait_until(
+        lambda: not get_redis().exists(drain_flag_key(sentinel)), "a worker to consume"
+    )

@@ -5,6 +5,7 @@ recreated), a Redis database number of its own (FLUSHDB of that number only), se
 on free loopback ports. Processes are started in their own session and stopped by
 process group id, never by name.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,13 +52,17 @@ def bench_env(metrics_dir: str) -> dict[str, str]:
 
 
 def database_recreate() -> None:
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def database_drop(name: str = DB_NAME) -> None:
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -71,13 +76,23 @@ class Stack(ProcessGroup):
     def __init__(self, env: dict[str, str], log_dir: Path):
         super().__init__({**os.environ, **env}, log_dir)
 
-    def start_api(self, name: str, *, port: int, workers: int = 2, settings: str | None = None,
-                  app: str = "core.wsgi:application", health_path: str = "/health/") -> str:
+    def start_api(
+        self,
+        name: str,
+        *,
+        port: int,
+        workers: int = 2,
+        settings: str | None = None,
+        app: str = "core.wsgi:application",
+        health_path: str = "/health/",
+    ) -> str:
         """Start the API server as production does (core.serve); return its base URL.
 
         `app` may name another WSGI app served the same way (the bare reference)."""
         env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
-        return self.start_api_server(name, port=port, workers=workers, env=env, app=app, health_path=health_path)
+        return self.start_api_server(
+            name, port=port, workers=workers, env=env, app=app, health_path=health_path
+        )
 
     def start_baseline_api(self, name: str, *, tree: Path, port: int, workers: int = 2) -> str:
         """Start the API of an older commit checked out in `tree` with that commit's own server.
@@ -87,9 +102,21 @@ class Stack(ProcessGroup):
         this stack's database, Redis DB and signing key (the same tokens work)."""
         metrics = self.log_dir / f"metrics-{name}"  # its metric files apart from the current API's
         metrics.mkdir(exist_ok=True)
-        self.start(name, [str(BIN / "gunicorn"), "core.wsgi:application", "--config", "gunicorn.conf.py",
-                          "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-                   {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}, cwd=tree)
+        self.start(
+            name,
+            [
+                str(BIN / "gunicorn"),
+                "core.wsgi:application",
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+            ],
+            {"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            cwd=tree,
+        )
         base_url = f"http://127.0.0.1:{port}"
         self.wait_until(lambda: answers(base_url + "/health/"), f"{name} to answer")
         return base_url
@@ -97,7 +124,9 @@ class Stack(ProcessGroup):
     def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
         """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
         return self.start_celery_worker(
-            name, concurrency=concurrency, extra_args=("--without-heartbeat", "-Q", "purchases,default"),
+            name,
+            concurrency=concurrency,
+            extra_args=("--without-heartbeat", "-Q", "purchases,default"),
         )
 
 
@@ -172,11 +201,20 @@ class Meter(threading.Thread):
         if loadgen_pid:
             add("loadgen", psutil.Process(loadgen_pid))
         machine = psutil.cpu_times()
-        totals["machine"] = machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal
+        totals["machine"] = (
+            machine.user
+            + machine.nice
+            + machine.system
+            + machine.irq
+            + machine.softirq
+            + machine.steal
+        )
         return totals
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+def cpu_delta(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
     """Cores used per role over `seconds` (1.0 = one core busy all the time).
 
     "machine" is every process of the host; "other" what none of the roles explains
@@ -184,8 +222,10 @@ def cpu_delta(before: dict[str, float], after: dict[str, float], seconds: float)
     """
     if seconds <= 0:
         return {}
-    used = {role: round(max(0.0, after.get(role, 0.0) - before.get(role, 0.0)) / seconds, 2)
-            for role in sorted(set(before) | set(after))}
+    used = {
+        role: round(max(0.0, after.get(role, 0.0) - before.get(role, 0.0)) / seconds, 2)
+        for role in sorted(set(before) | set(after))
+    }
     known = sum(v for k, v in used.items() if k != "machine")
     used["other"] = round(max(0.0, used.get("machine", 0.0) - known), 2)
     return used
@@ -198,15 +238,25 @@ def tmp_dir(prefix: str) -> Path:
 def baseline_tree_add(commit: str) -> Path:
     """Check `commit` out in a temporary detached git worktree; return its directory."""
     tree = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-")) / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), commit],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return tree
 
 
 def baseline_tree_remove(tree: Path) -> None:
     """Remove a worktree made by baseline_tree_add (and git's record of it)."""
-    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, cwd=ROOT,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["git", "worktree", "remove", "--force", str(tree)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if tree.parent.exists():
         import shutil
 
@@ -232,7 +282,9 @@ class LockSampler(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=DB_NAME, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", user="postgres", dbname=DB_NAME, autocommit=True
+        ) as conn:
             while not self._halt.wait(self.interval):
                 rows = conn.execute(self.QUERY, [DB_NAME]).fetchall()
                 self.samples += 1

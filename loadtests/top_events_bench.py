@@ -7,6 +7,7 @@ set-based SQL (generate_series, no ORM loops), then measures in one run: the end
 through Django's full request stack, the equivalent `GROUP BY ... ORDER BY ... LIMIT`
 query, their ratio, and the refresh time. Writes docs/benchmarks/top_events.md and .json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -150,18 +151,18 @@ def report(figures: dict) -> str:
     f = figures
     return f"""# Top events: materialized view vs. direct aggregate
 
-Command: `{f['command']}` (one run, {f['repeat']} interleaved samples each; medians).
-Data: {f['events']:,} events, {f['tickets']:,} tickets (one order each), filled in
-{f['fill_seconds']:.1f} s with set-based SQL. Machine: 2 cores, PostgreSQL 15 on the same host.
+Command: `{f["command"]}` (one run, {f["repeat"]} interleaved samples each; medians).
+Data: {f["events"]:,} events, {f["tickets"]:,} tickets (one order each), filled in
+{f["fill_seconds"]:.1f} s with set-based SQL. Machine: 2 cores, PostgreSQL 15 on the same host.
 
 | What | median | p90 |
 |---|---:|---:|
-| `GET /events/top/?limit={f['limit']}` (full Django + DRF + JWT stack) | {f['endpoint_ms_median']:.2f} ms | {f['endpoint_ms_p90']:.2f} ms |
-| Direct `GROUP BY ... ORDER BY ... LIMIT` query alone | {f['direct_query_ms_median']:.1f} ms | {f['direct_query_ms_p90']:.1f} ms |
-| Ratio (direct / endpoint) | **{f['speedup_median']:.0f}x** | |
-| `REFRESH MATERIALIZED VIEW CONCURRENTLY` | {f['refresh_ms_median']:.0f} ms | |
+| `GET /events/top/?limit={f["limit"]}` (full Django + DRF + JWT stack) | {f["endpoint_ms_median"]:.2f} ms | {f["endpoint_ms_p90"]:.2f} ms |
+| Direct `GROUP BY ... ORDER BY ... LIMIT` query alone | {f["direct_query_ms_median"]:.1f} ms | {f["direct_query_ms_p90"]:.1f} ms |
+| Ratio (direct / endpoint) | **{f["speedup_median"]:.0f}x** | |
+| `REFRESH MATERIALIZED VIEW CONCURRENTLY` | {f["refresh_ms_median"]:.0f} ms | |
 
-Both return the same events in the same order: {f['same_top_events']}.
+Both return the same events in the same order: {f["same_top_events"]}.
 The refresh runs every `TOP_EVENTS_REFRESH_SECONDS` (30 s) in a worker and never blocks
 readers, so the endpoint serves a ranking at most one interval old at a fraction of the
 aggregate's cost.
@@ -188,10 +189,17 @@ def main() -> None:
         return
     figures = measure(args.repeat, args.limit)
     figures.update(
-        events=args.events, tickets=args.tickets, repeat=args.repeat, limit=args.limit,
+        events=args.events,
+        tickets=args.tickets,
+        repeat=args.repeat,
+        limit=args.limit,
         fill_seconds=fill_seconds,
         command="python -m loadtests.top_events_bench"
-        + ("" if (args.events, args.tickets) == (100_000, 2_000_000) else f" --events {args.events} --tickets {args.tickets}"),
+        + (
+            ""
+            if (args.events, args.tickets) == (100_000, 2_000_000)
+            else f" --events {args.events} --tickets {args.tickets}"
+        ),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "top_events.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,16 +1,17 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database) and real Redis."""
+
 import itertools
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from api.serializers import role_claims
 from core.models import Event, User
 from core.services.users import REVOCATIONS_KEY
 from core.stock import get_redis
-from rest_framework_simplejwt.tokens import RefreshToken
 
 _names = itertools.count()
 

@@ -1,4 +1,5 @@
 """Data builders for tests that need orders in a given state."""
+
 from core.models import Event, Order, Ticket
 
 

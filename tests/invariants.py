@@ -1,4 +1,5 @@
 """The system's invariants, checked after a sale's queue has drained."""
+
 import time
 
 from django.db.models import Sum
@@ -27,7 +28,10 @@ def sold_figures(event_id: int, redis_client=None) -> dict[str, int]:
         "total": event.total_tickets,
         "tickets_sold": event.tickets_sold,
         "confirmed_quantity": confirmed.aggregate(n=Sum("quantity"))["n"] or 0,
-        "ticket_quantity": Ticket.objects.filter(event_id=event_id).aggregate(n=Sum("quantity"))["n"] or 0,
+        "ticket_quantity": Ticket.objects.filter(event_id=event_id).aggregate(n=Sum("quantity"))[
+            "n"
+        ]
+        or 0,
         "one_ticket_per_order": tickets.values("order_id").distinct().count() == tickets.count(),
         "pending": Order.objects.filter(event_id=event_id, status="pending").count(),
         "gate_remaining": None if remaining is None else int(remaining),
@@ -38,7 +42,9 @@ def assert_invariants(event_id: int, redis_client=None) -> dict[str, int]:
     """Nothing oversold, nothing pending, one ticket per order, gate == database."""
     figures = sold_figures(event_id, redis_client)
     assert figures["tickets_sold"] <= figures["total"], figures
-    assert figures["confirmed_quantity"] == figures["tickets_sold"] == figures["ticket_quantity"], figures
+    assert figures["confirmed_quantity"] == figures["tickets_sold"] == figures["ticket_quantity"], (
+        figures
+    )
     assert figures["one_ticket_per_order"], figures
     assert figures["pending"] == 0, figures
     assert figures["gate_remaining"] == figures["total"] - figures["tickets_sold"], figures

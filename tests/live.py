@@ -1,8 +1,9 @@
-"""Real processes for tests that cross them: gunicorn, Celery workers and beat.
+"""Real processes for tests that cross them: the API server (granian), Celery workers and beat.
 
 The processes use the test database pytest-django created and the test Redis database,
 listen on a free port, and are stopped (with their children) when the test ends.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,19 +27,22 @@ def _database_url() -> str:
 
 
 class LiveStack(ProcessGroup):
-    """gunicorn + Celery worker(s) (+ beat) against the test database."""
+    """API server + Celery worker(s) (+ beat) against the test database."""
 
     def __init__(self, tmp_path: Path, *, env: dict[str, str] | None = None):
-        super().__init__({
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "PYTHONUNBUFFERED": "1",
-            "LOG_LEVEL": "WARNING",
-            **(env or {}),
-        }, tmp_path)
+        super().__init__(
+            {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "tests.settings",
+                "DATABASE_URL": _database_url(),
+                "REDIS_URL": settings.REDIS_URL,
+                "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+                "PYTHONUNBUFFERED": "1",
+                "LOG_LEVEL": "WARNING",
+                **(env or {}),
+            },
+            tmp_path,
+        )
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
 
@@ -49,10 +53,18 @@ class LiveStack(ProcessGroup):
         return self.start_celery_worker(name, concurrency=concurrency)
 
     def start_beat(self, name: str = "beat"):
-        return self.start(name, [
-            str(BIN / "celery"), "-A", "workers", "beat", "--loglevel=WARNING",
-            "--schedule", str(self.log_dir / f"{name}-schedule"),
-        ])
+        return self.start(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers",
+                "beat",
+                "--loglevel=WARNING",
+                "--schedule",
+                str(self.log_dir / f"{name}-schedule"),
+            ],
+        )
 
 
 def token(base_url: str, username: str, password: str) -> str:

@@ -3,6 +3,7 @@
 Tests get their own PostgreSQL database (pytest-django's `test_` prefix) and their own
 Redis database number, so a developer's running system is never touched.
 """
+
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789")

@@ -1,4 +1,5 @@
 """Celery workers: `celery -A workers worker` and `celery -A workers beat`."""
+
 from workers.celery import app
 
 __all__ = ["app"]

@@ -12,6 +12,7 @@ loss: Celery reconnects, the acknowledgement is dropped (the message is redelive
 the visibility timeout and the commit task is idempotent), and beat re-queues stale
 orders. tests/faults/test_faults.py restarts Redis mid-sale to keep this honest.
 """
+
 import redis
 from kombu.transport import redis as kombu_redis
 

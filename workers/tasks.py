@@ -1,4 +1,5 @@
 """Celery tasks: take ids, call a service, decide about retries. No business rules here."""
+
 import logging
 import time
 from contextlib import contextmanager
@@ -8,12 +9,12 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
+from core.metrics import ORDER_COMMIT_LATENCY, ORDERS_COMMITTED, TOP_EVENTS_REFRESH
+from core.selectors import orders_pending_exist
 from core.services.gate import gate_reconcile_all
 from core.services.orders import order_commit as order_commit_service
 from core.services.orders import orders_commit, orders_stale_events
 from core.services.top_events import top_events_refresh as top_events_refresh_service
-from core.metrics import ORDER_COMMIT_LATENCY, ORDERS_COMMITTED, TOP_EVENTS_REFRESH
-from core.selectors import orders_pending_exist
 from core.stock import DRAIN_FLAG_SECONDS, drain_flag_key, get_redis
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
 """The materialized view behind GET /events/top/, refreshed by Celery beat."""
+
 import django.db.models.deletion
 from django.db import migrations, models
 

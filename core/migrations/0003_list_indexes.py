@@ -9,51 +9,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0002_top_events_view'),
+        ("core", "0002_top_events_view"),
     ]
 
     operations = [
         # pg_trgm is a trusted extension: the database owner may create it.
         TrigramExtension(),
         migrations.RemoveIndex(
-            model_name='order',
-            name='order_user_recent_idx',
+            model_name="order",
+            name="order_user_recent_idx",
         ),
         migrations.AlterField(
-            model_name='event',
-            name='date',
+            model_name="event",
+            name="date",
             field=models.DateTimeField(),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='event',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='core.event'),
+            model_name="order",
+            name="event",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="orders",
+                to="core.event",
+            ),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='user',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='orders', to=settings.AUTH_USER_MODEL),
+            model_name="order",
+            name="user",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="orders",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['date', 'id'], name='event_date_id_idx'),
+            model_name="event",
+            index=models.Index(fields=["date", "id"], name="event_date_id_idx"),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=django.contrib.postgres.indexes.GinIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.text.Upper('name'), name='gin_trgm_ops'), name='event_name_trgm_idx'),
+            model_name="event",
+            index=django.contrib.postgres.indexes.GinIndex(
+                django.contrib.postgres.indexes.OpClass(
+                    django.db.models.functions.text.Upper("name"), name="gin_trgm_ops"
+                ),
+                name="event_name_trgm_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['user', '-created_at', '-id'], name='order_user_recent_idx'),
+            model_name="order",
+            index=models.Index(fields=["user", "-created_at", "-id"], name="order_user_recent_idx"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['-created_at', '-id'], name='order_recent_idx'),
+            model_name="order",
+            index=models.Index(fields=["-created_at", "-id"], name="order_recent_idx"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['event', 'status', '-created_at', '-id'], name='order_event_status_idx'),
+            model_name="order",
+            index=models.Index(
+                fields=["event", "status", "-created_at", "-id"], name="order_event_status_idx"
+            ),
         ),
     ]

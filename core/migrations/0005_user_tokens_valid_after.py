@@ -4,27 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('core', '0004_username_case_insensitive'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("core", "0004_username_case_insensitive"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserTombstone',
+            name="UserTombstone",
             fields=[
-                ('user_id', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('tokens_valid_after', models.DateTimeField(db_index=True)),
+                ("user_id", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("tokens_valid_after", models.DateTimeField(db_index=True)),
             ],
         ),
         migrations.AddField(
-            model_name='user',
-            name='tokens_valid_after',
+            model_name="user",
+            name="tokens_valid_after",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddIndex(
-            model_name='user',
-            index=models.Index(condition=models.Q(('tokens_valid_after__isnull', False)), fields=['tokens_valid_after'], name='user_tokens_valid_after_idx'),
+            model_name="user",
+            index=models.Index(
+                condition=models.Q(("tokens_valid_after__isnull", False)),
+                fields=["tokens_valid_after"],
+                name="user_tokens_valid_after_idx",
+            ),
         ),
     ]

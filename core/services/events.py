@@ -1,4 +1,5 @@
 """Writes to events, keeping the gate's stock and sale window in step."""
+
 import logging
 from typing import Any
 
@@ -113,8 +114,7 @@ def _event_update_locked(*, event_id: int, data: dict[str, Any], expected_total:
         for field, value in data.items():
             setattr(event, field, value)
         pending = (
-            event.orders.filter(status=Order.Status.PENDING).aggregate(n=Sum("quantity"))["n"]
-            or 0
+            event.orders.filter(status=Order.Status.PENDING).aggregate(n=Sum("quantity"))["n"] or 0
         )
         if event.total_tickets < event.tickets_sold + pending:
             raise TotalBelowCommittedError(

@@ -1,4 +1,5 @@
 """Keeping the Redis gate in step with PostgreSQL: lazy rebuild and reconciliation."""
+
 import logging
 
 from core.models import Event

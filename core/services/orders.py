@@ -1,4 +1,5 @@
 """Making orders final: commit (by the workers), cancel, and recovery of stale orders."""
+
 import logging
 from dataclasses import dataclass, field
 
@@ -98,7 +99,9 @@ def _orders_commit_locked(
     )
     if order_ids is not None:
         pending = pending.filter(pk__in=order_ids)
-    rows = list(pending.order_by("id").values_list("id", "user_id", "quantity", "created_at")[:limit])
+    rows = list(
+        pending.order_by("id").values_list("id", "user_id", "quantity", "created_at")[:limit]
+    )
     if not rows:
         return result, []
     available = event.total_tickets - event.tickets_sold
@@ -118,7 +121,9 @@ def _orders_commit_locked(
         sold += quantity
         held[user_id] = held.get(user_id, 0) + quantity
         result.confirmed.append(order_id)
-        tickets.append(Ticket(order_id=order_id, user_id=user_id, event_id=event_id, quantity=quantity))
+        tickets.append(
+            Ticket(order_id=order_id, user_id=user_id, event_id=event_id, quantity=quantity)
+        )
     if tickets:
         Ticket.objects.bulk_create(tickets)
         Order.objects.filter(pk__in=result.confirmed).update(
@@ -132,11 +137,22 @@ def _orders_commit_locked(
     reasons = {order_id: reason for reason, ids in rejected.items() for order_id in ids}
     for order_id, user_id, quantity, created_at in rows:
         reason = reasons.get(order_id, "")
-        result.cards.append((order_id, order_card(
-            id=order_id, user_id=user_id, event_id=event_id, quantity=quantity,
-            status=Order.Status.REJECTED if reason else Order.Status.CONFIRMED, reason=reason,
-            created_at=created_at, updated_at=now, finalized_at=now,
-        )))
+        result.cards.append(
+            (
+                order_id,
+                order_card(
+                    id=order_id,
+                    user_id=user_id,
+                    event_id=event_id,
+                    quantity=quantity,
+                    status=Order.Status.REJECTED if reason else Order.Status.CONFIRMED,
+                    reason=reason,
+                    created_at=created_at,
+                    updated_at=now,
+                    finalized_at=now,
+                ),
+            )
+        )
     return result, released
 
 
@@ -190,7 +206,9 @@ def order_cancel(*, order_id: int, user_id: int, is_admin: bool) -> Order:
                 tickets_sold=F("tickets_sold") - order.quantity
             )
             order.status = Order.Status.CANCELLED
-            order.reason = "Cancelled by " + ("an admin." if order.user_id != user_id else "the buyer.")
+            order.reason = "Cancelled by " + (
+                "an admin." if order.user_id != user_id else "the buyer."
+            )
             order.save(update_fields=["status", "reason", "updated_at"])
             released = [(order.user_id, order.quantity)]
     finally:

@@ -1,4 +1,5 @@
 """Refreshing the `core_top_events` materialized view."""
+
 import time
 
 from django.db import connection, transaction

@@ -1,8 +1,8 @@
 """Accounts: registration, deletion and token revocation."""
+
 import logging
 import time
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -100,7 +100,7 @@ def user_tokens_revoke(*, user_id: int, deleted: bool = False) -> int:
     that the request path cannot see; a rollback leaves at worst a needless revocation.
     """
     revoked_before = int(time.time()) + 1  # iat is in whole seconds: cover this one
-    valid_after = datetime.fromtimestamp(revoked_before, tz=dt_timezone.utc)
+    valid_after = datetime.fromtimestamp(revoked_before, tz=UTC)
     with transaction.atomic():
         User.objects.filter(pk=user_id).update(tokens_valid_after=valid_after)
         if deleted:
@@ -108,9 +108,7 @@ def user_tokens_revoke(*, user_id: int, deleted: bool = False) -> int:
                 user_id=user_id, defaults={"tokens_valid_after": valid_after}
             )
         _revocation_cache_write(user_id, revoked_before)
-        transaction.on_commit(
-            lambda: _revocation_cache_write_after_commit(user_id, revoked_before)
-        )
+        transaction.on_commit(lambda: _revocation_cache_write_after_commit(user_id, revoked_before))
     return revoked_before
 
 
@@ -129,13 +127,15 @@ def _revocations_load() -> dict[int, int]:
     """
     horizon = _revocation_horizon_seconds()
     since = timezone.now() - timedelta(seconds=horizon)
-    rows = User.objects.filter(tokens_valid_after__gt=since).values_list(
-        "pk", "tokens_valid_after"
-    ).union(
-        UserTombstone.objects.filter(tokens_valid_after__gt=since).values_list(
-            "user_id", "tokens_valid_after"
-        ),
-        all=True,
+    rows = (
+        User.objects.filter(tokens_valid_after__gt=since)
+        .values_list("pk", "tokens_valid_after")
+        .union(
+            UserTombstone.objects.filter(tokens_valid_after__gt=since).values_list(
+                "user_id", "tokens_valid_after"
+            ),
+            all=True,
+        )
     )
     pipe = get_redis().pipeline(transaction=True)
     for user_id, valid_after in rows:

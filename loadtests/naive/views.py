@@ -6,6 +6,7 @@ and output as `api.views.PurchaseCreateApi`; only the purchase itself differs
 the product's Redis throttle (one INCR round trip), as the product had before its gate
 took that job over.
 """
+
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
@@ -49,14 +50,22 @@ def purchase_commit_naive(*, user_id: int, event_id: int, quantity: int) -> Orde
                 f"Only {available} ticket(s) left.", extra={"tickets_available": available}
             )
         if event.max_tickets_per_user:
-            held = Order.objects.filter(
-                user_id=user_id, event_id=event_id, status=Order.Status.CONFIRMED
-            ).aggregate(n=Sum("quantity"))["n"] or 0
+            held = (
+                Order.objects.filter(
+                    user_id=user_id, event_id=event_id, status=Order.Status.CONFIRMED
+                ).aggregate(n=Sum("quantity"))["n"]
+                or 0
+            )
             if held + quantity > event.max_tickets_per_user:
-                raise PurchaseLimitError(extra={"tickets_allowed": event.max_tickets_per_user - held})
+                raise PurchaseLimitError(
+                    extra={"tickets_allowed": event.max_tickets_per_user - held}
+                )
         order = Order.objects.create(
-            user_id=user_id, event_id=event_id, quantity=quantity,
-            status=Order.Status.CONFIRMED, finalized_at=now,
+            user_id=user_id,
+            event_id=event_id,
+            quantity=quantity,
+            status=Order.Status.CONFIRMED,
+            finalized_at=now,
         )
         Ticket.objects.create(order=order, user_id=user_id, event_id=event_id, quantity=quantity)
         Event.objects.filter(pk=event_id).update(tickets_sold=F("tickets_sold") + quantity)
@@ -72,6 +81,8 @@ class NaivePurchaseApi(LeanApiView):
         if not throttle.allow_request(request, self):
             raise Throttled(throttle.wait())
         order = purchase_commit_naive(
-            user_id=request.user.id, event_id=event_id, quantity=s.purchase_quantity(request_json(request))
+            user_id=request.user.id,
+            event_id=event_id,
+            quantity=s.purchase_quantity(request_json(request)),
         )
         return self.render(order_json(order), status=201)

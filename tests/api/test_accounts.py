@@ -1,4 +1,5 @@
 """Accounts: POST /register/, /login/, /token/refresh/ and /logout/."""
+
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -314,9 +315,7 @@ def test_refresh_is_refused_for_a_user_revoked_then_reactivated(anon, buyer):
     assert not BlacklistedToken.objects.filter(token__jti=claims(refresh)["jti"]).exists()
 
 
-def test_refresh_of_a_deactivated_user_is_refused_even_with_a_token_never_blacklisted(
-    anon, buyer
-):
+def test_refresh_of_a_deactivated_user_is_refused_even_with_a_token_never_blacklisted(anon, buyer):
     refresh = login(anon, buyer.username).json()["refresh"]
     User.objects.filter(pk=buyer.pk).update(is_active=False)
 
@@ -334,7 +333,9 @@ FAILURES = 10  # the default THROTTLE_LOGIN_FAILURES: 10/15min
 def fail(client, username, times: int = 1, **headers):
     for _ in range(times):
         response = client.post(
-            "/login/", {"username": username, "password": "not-the-password"}, format="json",
+            "/login/",
+            {"username": username, "password": "not-the-password"},
+            format="json",
             **headers,
         )
         assert_error(response, 401, "authentication_failed")
@@ -347,9 +348,7 @@ def assert_too_many_attempts(response) -> None:
     assert body["retry_after"] == retry_after
 
 
-def test_failed_logins_over_the_account_limit_get_429_even_with_the_right_password(
-    anon, buyer
-):
+def test_failed_logins_over_the_account_limit_get_429_even_with_the_right_password(anon, buyer):
     fail(anon, buyer.username, FAILURES)
 
     assert_too_many_attempts(login(anon, buyer.username))
@@ -362,7 +361,9 @@ def test_the_account_limit_counts_failures_from_every_address(anon, buyer, setti
         fail(anon, buyer.username, HTTP_X_FORWARDED_FOR=f"10.0.0.{i}")
 
     response = anon.post(
-        "/login/", {"username": buyer.username, "password": PASSWORD}, format="json",
+        "/login/",
+        {"username": buyer.username, "password": PASSWORD},
+        format="json",
         HTTP_X_FORWARDED_FOR="10.0.1.1",
     )
 
@@ -430,9 +431,11 @@ def test_concurrent_guesses_cannot_exceed_the_account_limit(make_user):
 
     def guess(_):
         try:
-            return APIClient().post(
-                "/login/", {"username": user.username, "password": "wrong"}, format="json"
-            ).status_code
+            return (
+                APIClient()
+                .post("/login/", {"username": user.username, "password": "wrong"}, format="json")
+                .status_code
+            )
         finally:
             connection.close()
 

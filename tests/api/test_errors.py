@@ -1,4 +1,5 @@
 """Every error is JSON with a stable `code`, whoever raises it: DRF, Django or the domain."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """Events: the Admin's updates and deletes, the stock rules they keep, and the DB's guard."""
+
 from datetime import timedelta
 
 import pytest

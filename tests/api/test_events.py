@@ -1,4 +1,5 @@
 """Events: listing and reading them, and the Admin creating them."""
+
 from datetime import timedelta
 
 import pytest

@@ -4,13 +4,14 @@ Redis round trips are counted like SQL queries: the number per request is part o
 contract of a hot path (one for a refusal, two for an accept, one for a poll or an
 event read answered from its card).
 """
+
 import json
 from contextlib import contextmanager
 
 import pytest
 import redis
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.renderers import JSONRenderer
 
 from api.serializers import EventOutputSerializer, OrderOutputSerializer
@@ -52,7 +53,9 @@ def rendered(data) -> dict:
     return json.loads(JSONRenderer().render(data))
 
 
-def test_a_refusal_is_one_redis_round_trip_and_no_sql(buyer_client, make_event, django_assert_num_queries):
+def test_a_refusal_is_one_redis_round_trip_and_no_sql(
+    buyer_client, make_event, django_assert_num_queries
+):
     event = make_event(total_tickets=1)
     assert buy(buyer_client, event).status_code == 202
     buy(buyer_client, event)  # warm: the script is loaded, the revocation read
@@ -68,7 +71,11 @@ def test_an_accept_is_one_insert_and_two_redis_round_trips(buyer_client, event):
         response = buy(buyer_client, event)
     assert response.status_code == 202
     # The test runs inside a transaction: the INSERT gets a savepoint around it.
-    sql = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    sql = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
+    ]
     assert len(sql) == 1 and sql[0].startswith("INSERT INTO")
     assert len(sent) == 2
 
@@ -80,7 +87,9 @@ def test_the_accept_answers_the_order_as_the_serializer_shapes_it(buyer_client, 
     assert response["Location"] == f"/orders/{order.pk}/"
 
 
-def test_a_poll_of_a_fresh_order_is_answered_from_redis(buyer_client, event, django_assert_num_queries):
+def test_a_poll_of_a_fresh_order_is_answered_from_redis(
+    buyer_client, event, django_assert_num_queries
+):
     order_id = buy(buyer_client, event).json()["id"]
     with redis_round_trips() as sent, django_assert_num_queries(0):
         response = buyer_client.get(f"/orders/{order_id}/")
@@ -89,7 +98,9 @@ def test_a_poll_of_a_fresh_order_is_answered_from_redis(buyer_client, event, dja
     assert len(sent) == 1
 
 
-def test_a_poll_sees_the_commit_at_once_and_matches_the_database(buyer_client, event, django_assert_num_queries):
+def test_a_poll_sees_the_commit_at_once_and_matches_the_database(
+    buyer_client, event, django_assert_num_queries
+):
     order_id = buy(buyer_client, event).json()["id"]
     buyer_client.get(f"/orders/{order_id}/")
     orders_commit(event_id=event.pk)
@@ -100,7 +111,9 @@ def test_a_poll_sees_the_commit_at_once_and_matches_the_database(buyer_client, e
     assert response.json() == rendered(OrderOutputSerializer(Order.objects.get(pk=order_id)).data)
 
 
-def test_a_poll_without_a_card_reads_postgresql_once_and_leaves_a_card(buyer_client, event, redis_db):
+def test_a_poll_without_a_card_reads_postgresql_once_and_leaves_a_card(
+    buyer_client, event, redis_db
+):
     order_id = buy(buyer_client, event).json()["id"]
     orders_commit(event_id=event.pk)
     redis_db.delete(f"order:{order_id}")
@@ -111,7 +124,9 @@ def test_a_poll_without_a_card_reads_postgresql_once_and_leaves_a_card(buyer_cli
     assert (len(first), len(second)) == (1, 0)
 
 
-def test_another_users_order_is_not_found_from_its_card_too(client_for, make_user, buyer_client, event):
+def test_another_users_order_is_not_found_from_its_card_too(
+    client_for, make_user, buyer_client, event
+):
     order_id = buy(buyer_client, event).json()["id"]
     response = client_for(make_user()).get(f"/orders/{order_id}/")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
@@ -154,14 +169,18 @@ def test_an_admin_edit_shows_in_the_next_event_read(admin_client, buyer_client, 
     assert buyer_client.get(f"/events/{event.pk}/").json()["name"] == "Renamed"
 
 
-def test_a_deleted_event_is_not_found_although_it_was_read_a_moment_before(admin_client, buyer_client, event):
+def test_a_deleted_event_is_not_found_although_it_was_read_a_moment_before(
+    admin_client, buyer_client, event
+):
     buyer_client.get(f"/events/{event.pk}/")
     assert admin_client.delete(f"/events/{event.pk}/").status_code == 204
     response = buyer_client.get(f"/events/{event.pk}/")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
-def test_reads_fall_back_to_postgresql_when_the_cards_are_unreachable(buyer, buyer_client, event, monkeypatch):
+def test_reads_fall_back_to_postgresql_when_the_cards_are_unreachable(
+    buyer, buyer_client, event, monkeypatch
+):
     order = Order.objects.create(user=buyer, event=event, quantity=1)
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True)
     monkeypatch.setattr(cards, "get_redis", lambda: dead)

@@ -1,4 +1,5 @@
 """Polling, listing and cancelling orders."""
+
 from datetime import timedelta
 
 import pytest

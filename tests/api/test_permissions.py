@@ -3,6 +3,7 @@
 Anonymous callers get 401 on protected endpoints, Users 403 on Admin-only ones, and
 Admins 403 on purchase (only the User role buys tickets).
 """
+
 from datetime import timedelta
 
 import pytest
@@ -87,7 +88,7 @@ CODES = {401: "not_authenticated", 403: "permission_denied"}
 CASES = [
     pytest.param(name, role, status, id=f"{role}-{name}-{status}")
     for name, statuses in MATRIX.items()
-    for role, status in zip((ANON, USER, ADMIN), statuses)
+    for role, status in zip((ANON, USER, ADMIN), statuses, strict=True)
 ]
 
 
@@ -126,7 +127,9 @@ def test_matrix_covers_every_endpoint():
 
 
 @pytest.mark.parametrize("name, role, expected", CASES)
-def test_each_role_gets_the_expected_status_from_each_endpoint(name, role, expected, world, client_for, buyer, admin):
+def test_each_role_gets_the_expected_status_from_each_endpoint(
+    name, role, expected, world, client_for, buyer, admin
+):
     client = {ANON: APIClient(), USER: client_for(buyer), ADMIN: client_for(admin)}[role]
     method, template, body = ENDPOINTS[name]
     path = template.format(event=world["event"].pk, order=world["order"].pk)

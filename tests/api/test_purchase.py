@@ -1,4 +1,5 @@
 """POST /events/<id>/purchase/: the gate's answers, validation and idempotency."""
+
 from datetime import timedelta
 
 import pytest
@@ -94,9 +95,7 @@ def test_per_user_limit_counts_earlier_purchases(buyer_client, make_event):
     assert response.json() | {"tickets_allowed": 1} == response.json()
 
 
-@pytest.mark.parametrize(
-    "quantity", [0, -1, 11, 10**30, "2", 2.5, True, None, [1], {"n": 1}]
-)
+@pytest.mark.parametrize("quantity", [0, -1, 11, 10**30, "2", 2.5, True, None, [1], {"n": 1}])
 def test_purchase_rejects_bad_quantity_and_changes_nothing(buyer_client, event, quantity):
     gate_ensure(event_id=event.pk)
     response = buy(buyer_client, event.pk, quantity)
@@ -162,7 +161,10 @@ def test_same_idempotency_key_on_another_event_is_refused(buyer_client, make_eve
 
 def test_idempotency_key_of_another_user_is_independent(client_for, make_user, event):
     one, two = client_for(make_user()), client_for(make_user())
-    assert buy(one, event.pk, 1, key="same").json()["id"] != buy(two, event.pk, 1, key="same").json()["id"]
+    assert (
+        buy(one, event.pk, 1, key="same").json()["id"]
+        != buy(two, event.pk, 1, key="same").json()["id"]
+    )
 
 
 def test_replay_still_works_after_redis_lost_its_record(buyer_client, event, redis_db):
@@ -181,7 +183,10 @@ def test_request_in_progress_with_the_same_key_asks_to_retry(buyer_client, buyer
     gate_ensure(event_id=event.pk)
     # Another process has reserved under this key and not yet recorded its order.
     stock.stock_reserve(
-        event_id=event.pk, user_id=buyer.pk, quantity=1, operation_id="buy:other",
+        event_id=event.pk,
+        user_id=buyer.pk,
+        quantity=1,
+        operation_id="buy:other",
         idem_key=stock.idempotency_key(event_id=event.pk, user_id=buyer.pk, key="k"),
         fingerprint=f"{event.pk}:1",
     )
@@ -198,7 +203,9 @@ def test_malformed_idempotency_key_is_rejected(buyer_client, event, key):
     assert "Idempotency-Key" in response.json()["errors"]
 
 
-def test_gate_lost_is_rebuilt_from_postgres_counting_pending_orders(buyer_client, make_event, redis_db):
+def test_gate_lost_is_rebuilt_from_postgres_counting_pending_orders(
+    buyer_client, make_event, redis_db
+):
     event = make_event(total_tickets=10)
     assert buy(buyer_client, event.pk, 4).status_code == 202
     redis_db.flushdb()

@@ -1,4 +1,5 @@
 """A dependency down after the reservation: 503 with a clear code, nothing half-done."""
+
 import pytest
 import requests
 
@@ -27,7 +28,9 @@ def broker_down():
 
 
 @pytest.mark.django_db
-def test_broker_down_rejects_the_order_and_releases_the_stock(buyer_client, buyer, event, broker_down):
+def test_broker_down_rejects_the_order_and_releases_the_stock(
+    buyer_client, buyer, event, broker_down
+):
     gate_ensure(event_id=event.pk)
     response = buyer_client.post(
         f"/events/{event.pk}/purchase/", {"quantity": 2}, format="json", HTTP_IDEMPOTENCY_KEY="k"
@@ -45,7 +48,9 @@ def test_broker_down_rejects_the_order_and_releases_the_stock(buyer_client, buye
 @pytest.mark.django_db(transaction=True)
 def test_database_down_answers_503_and_releases_the_reservation(buyer, event, tmp_path):
     gate_ensure(event_id=event.pk)
-    live = LiveStack(tmp_path, env={"DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/x"})
+    live = LiveStack(
+        tmp_path, env={"DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/x"}
+    )
     try:
         live.start_api(workers=1)
         response = requests.post(

@@ -1,4 +1,5 @@
 """Rate limits: 429 with Retry-After, counted in Redis per user (purchase) or address."""
+
 import pytest
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,9 @@ def rates(settings):
 def test_purchases_over_the_rate_get_429_with_retry_after(rates, buyer_client, event):
     rates(purchase="3/min")
     url = f"/events/{event.pk}/purchase/"
-    statuses = [buyer_client.post(url, {"quantity": 1}, format="json").status_code for _ in range(4)]
+    statuses = [
+        buyer_client.post(url, {"quantity": 1}, format="json").status_code for _ in range(4)
+    ]
     assert statuses == [202, 202, 202, 429]
     response = buyer_client.post(url, {"quantity": 1}, format="json")
     assert response.json()["code"] == "throttled"
@@ -39,7 +42,9 @@ def test_login_attempts_over_the_rate_get_429(rates, anon, buyer):
     statuses = [anon.post("/login/", body, format="json").status_code for _ in range(3)]
     assert statuses == [401, 401, 429]
     # Even the right password waits: guessing must not be able to confirm a hit.
-    right = anon.post("/login/", {"username": buyer.username, "password": "correct-horse-battery"}, format="json")
+    right = anon.post(
+        "/login/", {"username": buyer.username, "password": "correct-horse-battery"}, format="json"
+    )
     assert right.status_code == 429
 
 

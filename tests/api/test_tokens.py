@@ -1,9 +1,9 @@
 """Access tokens: tampered, forged, expired or revoked tokens are refused with JSON 401s."""
+
 import base64
 import json
 import time
 import uuid
-
 from datetime import timedelta
 
 import jwt

@@ -1,4 +1,5 @@
 """GET /events/top/."""
+
 import pytest
 
 from core.services.top_events import top_events_refresh
@@ -8,7 +9,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_top_events_lists_ranked_events_and_the_refresh_time(buyer_client, buyer, make_event):
-    first, second = make_event(), make_event()
+    _first, second = make_event(), make_event()
     confirmed_order(user=buyer, event=second, quantity=3)
     top_events_refresh()
 
@@ -16,7 +17,13 @@ def test_top_events_lists_ranked_events_and_the_refresh_time(buyer_client, buyer
 
     assert body["refreshed_at"]
     assert body["results"] == [
-        {"id": second.pk, "name": second.name, "date": body["results"][0]["date"], "tickets_sold": 3, "rank": 1}
+        {
+            "id": second.pk,
+            "name": second.name,
+            "date": body["results"][0]["date"],
+            "tickets_sold": 3,
+            "rank": 1,
+        }
     ]
     assert len(buyer_client.get("/events/top/").json()["results"]) == 2
 

@@ -13,7 +13,7 @@ FAST_BEAT = {
 
 @pytest.fixture
 def make_stack(transactional_db, tmp_path):
-    """Start a live gunicorn (2 workers) and a Celery worker (2 processes), maybe beat."""
+    """Start a live API server (2 workers) and a Celery worker (2 processes), maybe beat."""
     stacks = []
 
     def make(*, beat: bool = False, env: dict | None = None) -> LiveStack:

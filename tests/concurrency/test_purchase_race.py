@@ -1,4 +1,5 @@
-"""Hundreds of concurrent buyers against live gunicorn and Celery processes."""
+"""Hundreds of concurrent buyers against live API server and Celery processes."""
+
 import itertools
 
 import pytest
@@ -12,7 +13,11 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 def purchases(event_id: int, tokens: list[str], count: int, quantity=lambda i: 1):
     cycle = itertools.cycle(tokens)
     return [
-        (f"/events/{event_id}/purchase/", {"quantity": quantity(i)}, {"Authorization": f"Bearer {next(cycle)}"})
+        (
+            f"/events/{event_id}/purchase/",
+            {"quantity": quantity(i)},
+            {"Authorization": f"Bearer {next(cycle)}"},
+        )
         for i in range(count)
     ]
 

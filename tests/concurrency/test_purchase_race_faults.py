@@ -1,4 +1,5 @@
 """The purchase race again, while things go wrong: the invariants must still hold."""
+
 import signal
 import threading
 
@@ -20,12 +21,17 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 def _connect() -> psycopg.Connection:
     db = connection.settings_dict
     return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-        dbname=db["NAME"], autocommit=False,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        dbname=db["NAME"],
+        autocommit=False,
     )
 
 
-def _sale_in_background(live: LiveStack, event_id: int, tokens, count: int) -> tuple[threading.Thread, list]:
+def _sale_in_background(
+    live: LiveStack, event_id: int, tokens, count: int
+) -> tuple[threading.Thread, list]:
     results: list = []
     thread = threading.Thread(
         target=lambda: results.extend(

@@ -1,4 +1,5 @@
 """The Redis gate: Lua scripts, lazy rebuild and reconciliation with PostgreSQL."""
+
 import pytest
 
 from core import stock
@@ -9,7 +10,9 @@ pytestmark = pytest.mark.django_db
 
 
 def reserve(event, user_id=1, quantity=1, op="buy:t"):
-    return stock.stock_reserve(event_id=event.pk, user_id=user_id, quantity=quantity, operation_id=op)
+    return stock.stock_reserve(
+        event_id=event.pk, user_id=user_id, quantity=quantity, operation_id=op
+    )
 
 
 def test_gate_is_built_from_total_minus_sold_minus_pending(buyer, make_event):

@@ -1,4 +1,5 @@
 """The worker side: committing pending orders under the event-row lock."""
+
 import pytest
 
 from core import stock

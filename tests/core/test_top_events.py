@@ -1,4 +1,5 @@
 """The top-events materialized view and its refresh."""
+
 import threading
 from datetime import timedelta
 
@@ -17,8 +18,11 @@ from workers.tasks import top_events_refresh as top_events_refresh_task
 def _connect(autocommit=True) -> psycopg.Connection:
     db = connection.settings_dict
     return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-        dbname=db["NAME"], autocommit=autocommit,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        dbname=db["NAME"],
+        autocommit=autocommit,
     )
 
 
@@ -37,7 +41,10 @@ def test_view_ranks_upcoming_events_by_tickets_sold_with_shared_ranks_for_ties(b
     rows, refreshed_at = top_events_list(limit=10)
 
     assert [(r.event_id, r.tickets_sold, r.rank) for r in rows] == [
-        (b.pk, 5, 1), (c.pk, 3, 2), (d.pk, 3, 2), (a.pk, 0, 4)
+        (b.pk, 5, 1),
+        (c.pk, 3, 2),
+        (d.pk, 3, 2),
+        (a.pk, 0, 4),
     ]
     assert refreshed_at is not None
 

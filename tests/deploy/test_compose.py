@@ -90,9 +90,8 @@ def test_monitoring_is_an_optional_profile_and_the_product_has_none():
 
 
 def test_commands_name_files_that_exist():
-    assert (ROOT / "gunicorn.conf.py").is_file()
-    assert (ROOT / "manage.py").is_file()
-    assert SERVICES["api"]["command"][-1] == "gunicorn.conf.py"
+    assert (ROOT / "core" / "serve.py").is_file() and (ROOT / "manage.py").is_file()
+    assert SERVICES["api"]["command"] == ["python", "-m", "core.serve"]
     assert "workers" in SERVICES["worker"]["command"] and (ROOT / "workers" / "celery.py").is_file()
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ["api", "core", "workers", "gunicorn.conf.py", "manage.py"]
+PRODUCT = ["api", "core", "workers", "manage.py"]
 # Tests, benchmark, load tests, lint, tooling: never in the production image.
 DEV_ONLY = {
     "pytest", "pytest-django", "pytest-timeout", "requests", "psutil", "locust",
     "geventhttpclient", "gevent", "schemathesis", "hypothesis", "tqdm", "matplotlib",
-    "numpy", "py-spy", "ruff", "pip-tools", "honcho",
+    "numpy", "py-spy", "ruff", "pip-tools", "honcho", "gunicorn",
 }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
 """A live flash sale with a fault injected in the middle, and the report it feeds."""
+
 from __future__ import annotations
 
 import threading
@@ -29,13 +30,18 @@ class Sale:
 
     def purchase(self, i: int) -> tuple[str, dict, dict]:
         """The i-th purchase request of the sale: (path, body, headers)."""
-        return (f"/events/{self.event_id}/purchase/", {"quantity": 1 + i % 2},
-                {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}"})
+        return (
+            f"/events/{self.event_id}/purchase/",
+            {"quantity": 1 + i % 2},
+            {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}"},
+        )
 
     def start(self, count: int, concurrency: int = 32) -> threading.Thread:
         requests_ = [self.purchase(i) for i in range(count)]
         thread = threading.Thread(
-            target=lambda: self.results.extend(fire(self.live.base_url, requests_, concurrency=concurrency))
+            target=lambda: self.results.extend(
+                fire(self.live.base_url, requests_, concurrency=concurrency)
+            )
         )
         thread.start()
         return thread
@@ -56,13 +62,16 @@ class Sale:
         wait_until_no_pending(self.event_id, timeout=timeout)
         self.live.wait_until(
             lambda: invariants_hold(self.event_id, self.redis.client()),
-            "the gate to agree with PostgreSQL", timeout=timeout,
+            "the gate to agree with PostgreSQL",
+            timeout=timeout,
         )
         recovered = time.monotonic() - fault_ended
         figures = assert_invariants(self.event_id, self.redis.client())
         accepted = [body["id"] for status, body in self.results if status == 202]
         final = set(
-            Order.objects.filter(pk__in=accepted).exclude(status="pending").values_list("pk", flat=True)
+            Order.objects.filter(pk__in=accepted)
+            .exclude(status="pending")
+            .values_list("pk", flat=True)
         )
         codes = Counter(
             "accepted" if status == 202 else body.get("code", str(status))
@@ -80,7 +89,9 @@ class Sale:
             "lost": len(accepted) - len(final),
             # Orders committed whose client saw an error: a 503 while the insert itself
             # was committing (see "What the system promises").
-            "confirmed_without_202": Order.objects.filter(event_id=self.event_id, status="confirmed")
+            "confirmed_without_202": Order.objects.filter(
+                event_id=self.event_id, status="confirmed"
+            )
             .exclude(pk__in=accepted)
             .count(),
             "recover_seconds": round(recovered, 2),
@@ -98,12 +109,16 @@ def private_redis(tmp_path):
 
 @pytest.fixture
 def make_sale(transactional_db, tmp_path, private_redis, make_user, make_event):
-    """Start gunicorn, two Celery worker processes and beat on a private Redis."""
+    """Start the API server (2 workers), two Celery worker processes and beat on a private Redis."""
     stacks: list[LiveStack] = []
 
     def make(
-        *, total: int = 150, env: dict | None = None, api_env: dict | None = None,
-        beats: int = 1, workers: int = 2,
+        *,
+        total: int = 150,
+        env: dict | None = None,
+        api_env: dict | None = None,
+        beats: int = 1,
+        workers: int = 2,
     ) -> Sale:
         live = LiveStack(
             tmp_path,

@@ -1,4 +1,5 @@
 """Writes docs/reliability.md from the figures the fault suite measured."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -81,7 +82,7 @@ def write(rows: dict[str, dict]) -> None:
         "",
         "Produced by the fault suite itself (`pytest -m faults`, written by",
         "`tests/faults/report.py`); do not edit the table by hand. Each row is a live flash sale",
-        "(gunicorn with 2 workers, a Celery worker with 2 processes, beat, hundreds of",
+        "(the API server with 2 workers, a Celery worker with 2 processes, beat, hundreds of",
         "concurrent purchase requests from 40 buyers) with the fault injected mid-sale, then",
         "drained and checked: nothing oversold; sum of confirmed quantities = `tickets_sold` =",
         "sum of ticket quantities; no accepted order left pending; the gate equal to",
@@ -103,6 +104,6 @@ def write(rows: dict[str, dict]) -> None:
             f"{row['tickets_sold']} / {row['total']} | {row['oversold']} | {row['lost']} | "
             f"{row['recover_seconds']} s | {answers} |"
         )
-    lines += ["", f"Last run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
+    lines += ["", f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.", ""]
     lines.append(PROMISES.replace("{revoked_token}", _revoked_token(stored.get("redis_restart"))))
     DOC.write_text("\n".join(lines))

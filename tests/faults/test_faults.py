@@ -1,4 +1,5 @@
 """Faults injected into a live flash sale; afterwards every invariant must hold."""
+
 import signal
 import threading
 import time
@@ -27,15 +28,18 @@ REQUESTS = 400
 def _pg(autocommit: bool = True) -> psycopg.Connection:
     db = connection.settings_dict
     return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-        dbname=db["NAME"], autocommit=autocommit,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        dbname=db["NAME"],
+        autocommit=autocommit,
     )
 
 
 def _lock_waiters(conn: psycopg.Connection) -> int:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%FOR NO KEY UPDATE%' "
+        "AND query LIKE '%FOR NO KEY UPDATE%' "
         "AND datname = current_database()"
     ).fetchone()[0]
 
@@ -72,7 +76,7 @@ def _services_on(redis_url: str):
 
 
 def _answers(live: LiveStack, token: str, count: int = 6) -> list[str]:
-    """The codes of `count` authenticated reads (both gunicorn workers answer some)."""
+    """The codes of `count` authenticated reads (both API workers answer some)."""
     codes = []
     for _ in range(count):
         response = requests.get(
@@ -120,11 +124,13 @@ def test_postgres_connections_terminated_mid_sale(make_sale, reliability_rows):
     terminated = 0
     for _ in range(10):
         terminated += sum(
-            1 for (ok,) in killer.execute(
+            1
+            for (ok,) in killer.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)",
                 [own_pid],
-            ).fetchall() if ok
+            ).fetchall()
+            if ok
         )
         time.sleep(0.1)
     ended = time.monotonic()
@@ -174,7 +180,10 @@ def test_broker_unreachable_at_enqueue_time(make_sale, private_redis, reliabilit
     finally:
         proxy.close()
     assert row["answers"].get("queue_unavailable", 0) > 0
-    assert sale.results[0][1]["code"] == "queue_unavailable" and first < 1.5, (sale.results[0], first)
+    assert sale.results[0][1]["code"] == "queue_unavailable" and first < 1.5, (
+        sale.results[0],
+        first,
+    )
     assert row["oversold"] == 0 and row["lost"] == 0
     rejected = Order.objects.filter(event_id=sale.event_id, status="rejected")
     assert rejected.filter(reason__icontains="queue").count() == row["answers"]["queue_unavailable"]

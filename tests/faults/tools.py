@@ -1,4 +1,5 @@
 """Fault injectors: a TCP proxy that can cut a link, and a private Redis to restart."""
+
 from __future__ import annotations
 
 import socket
@@ -91,8 +92,17 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.tmp_path),
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp_path),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -22,19 +22,33 @@ def test_the_stage_profile_is_read_from_the_printed_table():
 
 def test_an_output_without_a_stage_table_gives_no_stages():
     assert parse_stage_profile("Traceback (most recent call last):\n  boom\n") == {
-        "cpu_us_per_request": {}, "stages": {}}
+        "cpu_us_per_request": {},
+        "stages": {},
+    }
 
 
 def _samples(outcomes: list[str], latencies: list[float]) -> Samples:
     n = len(outcomes)
-    return Samples(t=np.arange(n, dtype=float), latency=np.array(latencies), kind=np.array(["buy"] * n),
-                   outcome=np.array(outcomes), qty=np.ones(n, dtype=int), order_id=np.zeros(n, dtype=np.int64))
+    return Samples(
+        t=np.arange(n, dtype=float),
+        latency=np.array(latencies),
+        kind=np.array(["buy"] * n),
+        outcome=np.array(outcomes),
+        qty=np.ones(n, dtype=int),
+        order_id=np.zeros(n, dtype=np.int64),
+    )
 
 
 def test_socket_errors_and_late_answers_are_not_answers_but_a_busy_503_is():
     samples = _samples(
-        ["accepted", "busy_service_unavailable", "error_timeout", "error_ConnectionResetError", "error_500",
-         "sold_out"],
+        [
+            "accepted",
+            "busy_service_unavailable",
+            "error_timeout",
+            "error_ConnectionResetError",
+            "error_500",
+            "sold_out",
+        ],
         [0.1, 0.2, 10.0, 0.1, 0.3, 11.0],
     )
 

@@ -7,49 +7,114 @@ from loadtests.bench import summarize
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "results.json"
 ISSUE_9_GOALS = {
-    "sold_out_vs_health", "accept_vs_health", "event_read_vs_health", "poll_pending_vs_health",
-    "poll_final_vs_health", "sold_out_vs_baseline", "accept_vs_baseline", "event_read_vs_baseline",
-    "poll_pending_vs_baseline", "poll_final_vs_baseline", "sale_final", "naive_rps", "naive_p99", "naive_flood",
-    "crowd_answered", "cpu_per_request", "peak_rss",
+    "sold_out_vs_health",
+    "accept_vs_health",
+    "event_read_vs_health",
+    "poll_pending_vs_health",
+    "poll_final_vs_health",
+    "sold_out_vs_baseline",
+    "accept_vs_baseline",
+    "event_read_vs_baseline",
+    "poll_pending_vs_baseline",
+    "poll_final_vs_baseline",
+    "sale_final",
+    "naive_rps",
+    "naive_p99",
+    "naive_flood",
+    "crowd_answered",
+    "cpu_per_request",
+    "peak_rss",
 }
 PROFILED = ("health", "event_read", "sold_out", "accept", "poll_pending", "poll_final")
 
 
 def _steady(rps: float, cpu_ms: float = 1.0) -> dict:
-    return {"rps": rps, "p99_ms": 50.0, "errors": 0, "api_cpu_ms_per_request": cpu_ms, "cpu_cores": {"other": 0.0}}
+    return {
+        "rps": rps,
+        "p99_ms": 50.0,
+        "errors": 0,
+        "api_cpu_ms_per_request": cpu_ms,
+        "cpu_cores": {"other": 0.0},
+    }
 
 
 def _run(health: float = 2000.0) -> dict:
     """One run's figures where every goal of issue 9 is met."""
-    sale = {"tickets": 10_000, "sold_out_after_open_s": 6.0, "all_final_after_open_s": 6.2,
-            "client_saw_all_final_after_open_s": 7.0, "purchase_rps_in_sale_window": 900.0,
-            "purchase_latency_in_sale_window": {"p99_ms": 100.0}, "api_cpu_ms_per_request": 1.0}
-    naive = {"purchase_rps_in_sale_window": 300.0, "purchase_latency_in_sale_window": {"p99_ms": 400.0},
-             "flood": _steady(300.0)}
+    sale = {
+        "tickets": 10_000,
+        "sold_out_after_open_s": 6.0,
+        "all_final_after_open_s": 6.2,
+        "client_saw_all_final_after_open_s": 7.0,
+        "purchase_rps_in_sale_window": 900.0,
+        "purchase_latency_in_sale_window": {"p99_ms": 100.0},
+        "api_cpu_ms_per_request": 1.0,
+    }
+    naive = {
+        "purchase_rps_in_sale_window": 300.0,
+        "purchase_latency_in_sale_window": {"p99_ms": 400.0},
+        "flood": _steady(300.0),
+    }
     return {
-        "bare": _steady(20_000.0, 0.05), "health": _steady(health, 0.5),
-        "floor": _steady(0.7 * health), "accept": _steady(0.5 * health), "flood": _steady(0.9 * health),
-        "poll_pending": _steady(0.7 * health), "poll_final": _steady(0.7 * health),
-        "sale": sale, "naive": naive,
-        "crowd": {"connections": 2000, "requests": 30_000, "unanswered": 0, "answered_late": 0,
-                  "busy_answers": 0, "server_errors": 0, "latency": {"p50_ms": 300.0, "p99_ms": 2000.0}},
-        "baseline": {"commit": "df71965", "floor": _steady(100.0), "accept": _steady(100.0),
-                     "poll_pending": _steady(100.0), "poll_final": _steady(100.0), "flood": _steady(100.0)},
+        "bare": _steady(20_000.0, 0.05),
+        "health": _steady(health, 0.5),
+        "floor": _steady(0.7 * health),
+        "accept": _steady(0.5 * health),
+        "flood": _steady(0.9 * health),
+        "poll_pending": _steady(0.7 * health),
+        "poll_final": _steady(0.7 * health),
+        "sale": sale,
+        "naive": naive,
+        "crowd": {
+            "connections": 2000,
+            "requests": 30_000,
+            "unanswered": 0,
+            "answered_late": 0,
+            "busy_answers": 0,
+            "server_errors": 0,
+            "latency": {"p50_ms": 300.0, "p99_ms": 2000.0},
+        },
+        "baseline": {
+            "commit": "df71965",
+            "floor": _steady(100.0),
+            "accept": _steady(100.0),
+            "poll_pending": _steady(100.0),
+            "poll_final": _steady(100.0),
+            "flood": _steady(100.0),
+        },
     }
 
 
 def _results(runs: list[dict]) -> dict:
     return {
-        "command": "python -m loadtests.bench --runs 3", "started": "now", "wall_seconds": 1.0,
-        "code": {"commit": "abc1234"}, "args": {"concurrency": "64", "buyers": "256"}, "machine": {"cpus": 2},
-        "runs": runs, "summary": summarize(copy.deepcopy(runs)),
-        "scale_out": {"one_event/x2": {"processes": 2, "shape": "one_event", "orders": 20000, "seconds": 4.0,
-                                       "orders_per_s": 5000.0, "cpu_cores": {}}},
-        "stage_profiles": {name: {"cpu_us_per_request": 500.0, "stages": {"sql": 40.0, "rendering": 20.0,
-                                                                           "other": 40.0}} for name in PROFILED},
+        "command": "python -m loadtests.bench --runs 3",
+        "started": "now",
+        "wall_seconds": 1.0,
+        "code": {"commit": "abc1234"},
+        "args": {"concurrency": "64", "buyers": "256"},
+        "machine": {"cpus": 2},
+        "runs": runs,
+        "summary": summarize(copy.deepcopy(runs)),
+        "scale_out": {
+            "one_event/x2": {
+                "processes": 2,
+                "shape": "one_event",
+                "orders": 20000,
+                "seconds": 4.0,
+                "orders_per_s": 5000.0,
+                "cpu_cores": {},
+            }
+        },
+        "stage_profiles": {
+            name: {
+                "cpu_us_per_request": 500.0,
+                "stages": {"sql": 40.0, "rendering": 20.0, "other": 40.0},
+            }
+            for name in PROFILED
+        },
         "baseline": {"commit": "df71965", "server": "gunicorn sync"},
         "peak_rss_mb": [{"name": "api", "role": "api child", "pid": 1, "rss_mb": 100.0}],
-        "failure": None, "invariant_broken": False,
+        "failure": None,
+        "invariant_broken": False,
     }
 
 
@@ -123,7 +188,9 @@ def test_the_sale_goal_is_ten_seconds_and_names_the_three_moments():
     row = _row(_results(runs), "sale_final")
 
     assert row["verdict"] == "MISS"
-    assert "sold out 6.0 s, all final 10.5 s, last client saw its order final 7.0 s" in row["measured"]
+    assert (
+        "sold out 6.0 s, all final 10.5 s, last client saw its order final 7.0 s" in row["measured"]
+    )
 
 
 def test_the_naive_sold_out_flood_goal_is_three_times():
@@ -135,7 +202,9 @@ def test_the_naive_sold_out_flood_goal_is_three_times():
 
 def test_the_baseline_servers_memory_is_not_the_products():
     results = _results([_run()])
-    results["peak_rss_mb"].append({"name": "baseline-api", "role": "api child", "pid": 2, "rss_mb": 400.0})
+    results["peak_rss_mb"].append(
+        {"name": "baseline-api", "role": "api child", "pid": 2, "rss_mb": 400.0}
+    )
 
     row = _row(results, "peak_rss")
 
@@ -145,7 +214,11 @@ def test_the_baseline_servers_memory_is_not_the_products():
 
 def test_a_missing_stage_profile_misses_the_cpu_goal_and_says_why_in_the_table():
     results = _results([_run()])
-    results["stage_profiles"]["accept"] = {"cpu_us_per_request": None, "stages": {}, "error": "exit 1: boom"}
+    results["stage_profiles"]["accept"] = {
+        "cpu_us_per_request": None,
+        "stages": {},
+        "error": "exit 1: boom",
+    }
 
     assert _row(results, "cpu_per_request")["verdict"] == "MISS"
     assert "| accept | — | exit 1: boom |" in report.markdown(results)

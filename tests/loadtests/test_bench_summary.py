@@ -2,7 +2,11 @@ from loadtests.bench import summarize
 
 
 def test_numbers_take_the_median_of_the_runs():
-    runs = [{"sale": {"req_per_s": 300.0}}, {"sale": {"req_per_s": 100.0}}, {"sale": {"req_per_s": 200.0}}]
+    runs = [
+        {"sale": {"req_per_s": 300.0}},
+        {"sale": {"req_per_s": 100.0}},
+        {"sale": {"req_per_s": 200.0}},
+    ]
 
     assert summarize(runs) == {"sale": {"req_per_s": 200.0}}
 

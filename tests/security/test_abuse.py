@@ -9,6 +9,7 @@ workers, checks in its access log that both served the burst, and, where orders 
 committed, one Celery worker. The last test keeps a known gap visible: the limit is the
 Redis gate's alone.
 """
+
 import itertools
 import re
 import threading
@@ -253,9 +254,7 @@ def login_from(address: str, username: str, password: str) -> tuple[str, dict, d
 
 
 @pytest.mark.live
-def test_credential_stuffing_from_twenty_addresses_is_stopped_per_account(
-    start, buyer, make_user
-):
+def test_credential_stuffing_from_twenty_addresses_is_stopped_per_account(start, buyer, make_user):
     other = make_user()
     live = start(env=BEHIND_A_PROXY, worker=False)
     wait_for_a_fresh_window()

@@ -7,6 +7,7 @@ that ids cannot be walked, that filters cannot widen a User's view, that alterna
 methods do not get round a role check, and that no writable endpoint lets a body set a
 field it should not (mass assignment), checked in the database and the gate.
 """
+
 from datetime import timedelta
 
 import jwt

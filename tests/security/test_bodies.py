@@ -6,6 +6,7 @@ tests/api/test_errors.py tries malformed JSON, other media types and an oversize
 a body, every field gets every wrong JSON type, and the database and the gate are
 compared before and after.
 """
+
 import json
 from datetime import timedelta
 

@@ -1,10 +1,11 @@
 """OWASP API8 (security misconfiguration): production settings, headers, cookies, secrets.
 
 `manage.py check --deploy` runs on `core.settings` in a process of its own with the
-environment of a production deployment; a live gunicorn with those settings shows the
+environment of a production deployment; a live API server with those settings shows the
 headers and cookies a client behind the TLS proxy really gets; and no tracked file
 carries a secret.
 """
+
 import hashlib
 import json
 import re
@@ -176,15 +177,14 @@ def test_local_settings_stay_usable_over_plain_http():
 
 @pytest.fixture
 def production_api(transactional_db, tmp_path):
-    """gunicorn on `core.settings` with the production environment, behind a 'proxy'."""
+    """The API server on `core.settings` with the production environment, behind a 'proxy'."""
     stacks = []
 
     def start(**overrides: str) -> LiveStack:
         env = {k: v for k, v in production_env(**overrides).items() if k not in ("PATH", "LANG")}
-        # gunicorn itself trusts X-Forwarded-Proto from 127.0.0.1 (its forwarded_allow_ips),
-        # where these test requests come from; a proxy on another host gets no such trust.
-        # Switched off, so that what is observed is the Django settings' decision.
-        env.update(DJANGO_ALLOWED_HOSTS=f"{HOST},127.0.0.1", FORWARDED_ALLOW_IPS="")
+        # granian passes X-Forwarded-Proto through untouched: what is observed is the
+        # Django settings' decision alone.
+        env.update(DJANGO_ALLOWED_HOSTS=f"{HOST},127.0.0.1")
         live = LiveStack(tmp_path / str(len(stacks)), env=env)
         for name in ("DJANGO_SECURE_COOKIES", "DJANGO_PASSWORD_HASHERS"):  # tests/settings.py's
             live.env.pop(name, None)

@@ -4,6 +4,7 @@ With the production hasher (PBKDF2), so the time of the answer cannot tell which
 usernames exist: Django's ModelBackend hashes the password for an unknown user too.
 The codes are compared in tests/api/test_accounts.py; here, the time.
 """
+
 import statistics
 import time
 

@@ -4,6 +4,7 @@ Deactivating, demoting, re-passwording or deleting a user through the Django adm
 voids the tokens they hold, and keeps them void after Redis loses its data: the record
 is in PostgreSQL, written in the admin's own transaction.
 """
+
 import time
 
 import pytest
@@ -131,9 +132,7 @@ def test_a_user_deleted_by_an_admin_keeps_their_tokens_void_after_redis_is_flush
     assert (refused.status_code, refused.json()["code"]) == (401, "no_active_account")
 
 
-def test_users_deleted_in_bulk_by_an_admin_keep_their_tokens_void(
-    staff, make_user, redis_db
-):
+def test_users_deleted_in_bulk_by_an_admin_keep_their_tokens_void(staff, make_user, redis_db):
     victims = [make_user() for _ in range(3)]
     tokens = [token_for(user) for user in victims]
 

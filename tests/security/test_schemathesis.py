@@ -12,6 +12,7 @@ Nothing in the schema is excluded. What the schema does not list, and so is not 
 `/admin/` (Django's HTML admin, behind its own session login and CSRF) and `/metrics`
 (Prometheus text, not JSON; its token check is in tests/api/test_monitoring.py).
 """
+
 import jwt
 import pytest
 import schemathesis

@@ -1,4 +1,5 @@
 """Tasks, run in-process against the real PostgreSQL and Redis."""
+
 from datetime import timedelta
 
 import pytest
