@@ -278,7 +278,8 @@ def markdown(summary: dict) -> str:
     lines = [
         "# Locust flash sale (python -m loadtests.run)", "",
         f"Command: `{summary['command']}`  ", f"Started: {summary['started']}, commit {summary['commit']}  ",
-        f"Locust exit status {summary['locust_exit']}; invariants: {summary.get('invariants', {}).get('ok')}", "",
+        f"Locust exit status {summary['locust_exit']}; invariants: {summary.get('invariants', {}).get('ok')}; "
+        f"cores busy before the start: {summary.get('busy_cores_before_start')}", "",
         "| Figure | Locust | Benchmark (docs/benchmarks/results.json) | Ratio |", "|---|---|---|---|",
     ]
     lines += [f"| {r['figure']} | {r['locust']} | {r['benchmark']} | {r['ratio']} |" for r in summary["comparison"]]
@@ -309,6 +310,11 @@ def main(argv=None) -> int:
                      "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                               capture_output=True, text=True).stdout.strip()}
     status = 1
+    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
+    summary["busy_cores_before_start"] = round(busy, 2)
+    if busy > 0.3:
+        print(f"WARNING: the machine is already busy ({busy:.1f} cores) before the run: figures will be "
+              "lower and noisier (see `other` in the CPU figures)", flush=True)
     try:
         database_recreate()
         redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
@@ -330,7 +336,7 @@ def main(argv=None) -> int:
         summary["comparison"] = bench_comparison(figures)
         status = 2 if not summary["invariants"].get("ok") else 0 if summary["locust_exit"] == 0 else 1
     except KeyboardInterrupt as exc:
-        summary["failure"] = f"interrupted ({exc or 'Ctrl-C'})"
+        summary["failure"] = f"interrupted ({str(exc) or 'Ctrl-C'})"
     except Exception:
         summary["failure"] = traceback.format_exc()
     finally:
