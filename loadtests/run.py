@@ -291,6 +291,7 @@ def markdown(summary: dict) -> str:
         f"Command: `{summary['command']}`  ", f"Started: {summary['started']}, commit {summary['commit']}  ",
         f"Locust exit status {summary['locust_exit']}; invariants: {summary.get('invariants', {}).get('ok')}; "
         f"cores busy before the start: {summary.get('busy_cores_before_start')}", "",
+        *([summary["note"], ""] if summary.get("note") else []),
         "| Figure | Locust | Benchmark (docs/benchmarks/results.json) | Ratio |", "|---|---|---|---|",
     ]
     lines += [f"| {r['figure']} | {r['locust']} | {r['benchmark']} | {r['ratio']} |" for r in summary["comparison"]]
