@@ -32,20 +32,18 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import psutil
 import psycopg
 import redis
 
-from loadtests.analysis import Samples, by_outcome, errors, latency_stats, window_rate
+from loadtests.analysis import Samples
+from loadtests.locust_summary import bench_comparison, markdown, sale_figures, samples_load
 from loadtests.processes import BIN, ROOT, ProcessGroup, free_port
 
 DB_NAME = "loadtest_ticketing"
 REDIS_URL = "redis://127.0.0.1:6379/8"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 OUT = ROOT / "loadtest-reports"
-BENCH_RESULTS = ROOT / "docs" / "benchmarks" / "results.json"
-FLOOD_WARMUP_SECONDS = 1.0  # polls of the last orders still run in the first second after sold out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -192,116 +190,6 @@ def run_locust(args, stack: ProcessGroup, api_url: str, out: Path) -> tuple[int,
     return code, meter
 
 
-def samples_load(directory: Path, merged: Path) -> Samples:
-    """Every process's samples in one CSV (sorted by start time), loaded."""
-    rows, header = [], None
-    for path in sorted(directory.glob("samples-*.csv")):
-        lines = path.read_text().splitlines()
-        header = header or lines[0]
-        rows += lines[1:]
-    rows.sort(key=lambda line: float(line.split(",", 1)[0]))
-    merged.write_text("\n".join([header or "t,latency,kind,outcome,qty,order_id", *rows]) + "\n")
-    return Samples.load(merged)
-
-
-def sale_figures(samples: Samples, meter: CpuTimeline) -> dict:
-    """The benchmark's sale and flood figures (loadtests/scenarios.py), from Locust's samples."""
-    buys = samples.mask(kind="buy")
-    if not buys.any():
-        return {"purchases": 0}
-    open_at = float(samples.t[buys].min())  # the sale is open before the first user arrives
-    sold_out = samples.mask(kind="buy", outcome="sold_out")
-    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
-    window_end = sold_out_at or float(samples.end.max())
-    in_window = samples.mask(kind="buy", start=open_at, stop=window_end)
-    figures = {
-        "sold_out_after_first_purchase_s": round(sold_out_at - open_at, 3) if sold_out_at else None,
-        "sale_window_s": round(window_end - open_at, 3),
-        "orders_won": int(samples.mask(kind="buy", outcome="accepted").sum()),
-        "purchase_rps_in_sale_window": window_rate(samples, open_at, window_end, kind="buy"),
-        "all_rps_in_sale_window": window_rate(samples, open_at, window_end),
-        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
-        "purchases_by_outcome": by_outcome(samples, buys),
-        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
-        "errors": errors(samples),
-        "cpu_cores_in_sale_window": meter.cores(open_at, window_end),
-    }
-    figures["sold_out"] = sold_out_at is not None
-    start, stop = (sold_out_at or 0) + FLOOD_WARMUP_SECONDS, float(samples.end.max())
-    if sold_out_at and stop - start >= 1.0:  # a flood cut short by --max-seconds says nothing
-        flood = samples.mask(kind="buy", start=start) & (samples.end <= stop)
-        figures["flood"] = {
-            "seconds": round(stop - start, 2),
-            "rps": round(float(flood.sum() / (stop - start)), 1) if stop > start else 0.0,
-            **latency_stats(samples.latency[flood]),
-            "cpu_cores": meter.cores(start, stop),
-        }
-    figures["cpu_cores_whole_run"] = meter.cores(open_at, float(samples.end.max()))
-    return figures
-
-
-def bench_comparison(figures: dict) -> list[dict]:
-    """Locust's figures beside the committed benchmark's (summary.sale and summary.flood)."""
-    if not BENCH_RESULTS.exists():
-        return []
-    bench = json.loads(BENCH_RESULTS.read_text()).get("summary", {})
-    sale, flood = bench.get("sale", {}), bench.get("flood", {})
-
-    def get(data, *keys):
-        for key in keys:
-            data = (data or {}).get(key)
-        return data
-
-    rows = [
-        ("purchases/s in the sale window", get(figures, "purchase_rps_in_sale_window"),
-         get(sale, "purchase_rps_in_sale_window")),
-        ("purchase p50 ms (sale window)", get(figures, "purchase_latency_in_sale_window", "p50_ms"),
-         get(sale, "purchase_latency_in_sale_window", "p50_ms")),
-        ("purchase p99 ms (sale window)", get(figures, "purchase_latency_in_sale_window", "p99_ms"),
-         get(sale, "purchase_latency_in_sale_window", "p99_ms")),
-        ("poll p50 ms (final answer)", get(figures, "polls_by_outcome", "confirmed", "p50_ms"),
-         get(sale, "polls_by_outcome", "confirmed", "p50_ms")),
-        ("poll p99 ms (final answer)", get(figures, "polls_by_outcome", "confirmed", "p99_ms"),
-         get(sale, "polls_by_outcome", "confirmed", "p99_ms")),
-        ("sold-out flood req/s", get(figures, "flood", "rps"), get(flood, "rps")),
-        ("sold-out flood p50 ms", get(figures, "flood", "p50_ms"), get(flood, "p50_ms")),
-        ("load generator cores (sale)", get(figures, "cpu_cores_in_sale_window", "loadgen"),
-         get(sale, "cpu_cores", "loadgen")),
-        ("API cores (sale)", get(figures, "cpu_cores_in_sale_window", "api"), get(sale, "cpu_cores", "api")),
-        # What a busy machine changes least: requests (purchases and polls) per core the API got.
-        ("requests/s per API core (sale)", _per_core(figures.get("all_rps_in_sale_window"),
-                                                     get(figures, "cpu_cores_in_sale_window", "api")),
-         _per_core(sale.get("all_rps_in_sale_window"), get(sale, "cpu_cores", "api"))),
-        ("other work on the machine, cores (sale)", get(figures, "cpu_cores_in_sale_window", "other"),
-         get(sale, "cpu_cores", "other")),
-    ]
-    return [{"figure": name, "locust": mine, "benchmark": theirs,
-             "ratio": round(mine / theirs, 2) if mine is not None and theirs and not name.startswith("other") else None}
-            for name, mine, theirs in rows]
-
-
-def _per_core(rate: float | None, cores: float | None) -> float | None:
-    return round(rate / cores, 1) if rate is not None and cores else None
-
-
-def markdown(summary: dict) -> str:
-    f = summary.get("figures", {})
-    lines = [
-        "# Locust flash sale (python -m loadtests.run)", "",
-        f"Command: `{summary['command']}`  ", f"Started: {summary['started']}, commit {summary['commit']}  ",
-        f"Locust exit status {summary['locust_exit']}; invariants: {summary.get('invariants', {}).get('ok')}; "
-        f"cores busy before the start: {summary.get('busy_cores_before_start')}", "",
-        *([summary["note"], ""] if summary.get("note") else []),
-        "| Figure | Locust | Benchmark (docs/benchmarks/results.json) | Ratio |", "|---|---|---|---|",
-    ]
-    lines += [f"| {r['figure']} | {r['locust']} | {r['benchmark']} | {r['ratio']} |" for r in summary["comparison"]]
-    lines += ["", f"CPU cores in the sale window: {f.get('cpu_cores_in_sale_window')}",
-              f"Purchases by outcome: { {k: v.get('count') for k, v in f.get('purchases_by_outcome', {}).items()} }",
-              f"Polls by outcome: { {k: v.get('count') for k, v in f.get('polls_by_outcome', {}).items()} }",
-              f"Errors: {f.get('errors')}", ""]
-    return "\n".join(lines)
-
-
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -314,39 +202,11 @@ def main(argv=None) -> int:
     (out / "logs").mkdir(parents=True)
     (out / "metrics").mkdir()
     signal.signal(signal.SIGTERM, _terminate)
-    env = stack_env(out / "metrics")
-    os.environ.update(env)
-    stack = ProcessGroup({**os.environ, **env}, out / "logs")
-    summary: dict = {"command": " ".join(["python -m loadtests.run", *argv]),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": {k: str(v) for k, v in vars(args).items()},
-                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                              capture_output=True, text=True).stdout.strip()}
-    status = 1
-    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
-    summary["busy_cores_before_start"] = round(busy, 2)
-    if busy > 0.3:
-        print(f"WARNING: the machine is already busy ({busy:.1f} cores) before the run: figures will be "
-              "lower and noisier (see `other` in the CPU figures)", flush=True)
+    os.environ.update(stack_env(out / "metrics"))
+    stack = ProcessGroup(dict(os.environ), out / "logs")
+    summary = _summary_start(args, argv)
     try:
-        database_recreate()
-        redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
-        from loadtests import prepare
-
-        prepare.setup_django()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        api_url = stack.start_gunicorn("api", port=free_port(), workers=args.api_workers)
-        stack.start_celery_worker("worker", concurrency=args.worker_concurrency)
-        prepared = prepare_sale(args, out)
-        print(f"stack up at {api_url}; {len(prepared['buyers'])} buyers, event {prepared['event_id']} "
-              f"with {args.tickets} tickets; locust: {args.users} users, {args.processes} processes", flush=True)
-        summary["locust_exit"], meter = run_locust(args, stack, api_url, out)
-        samples = samples_load(out / "samples", out / "samples.csv")
-        summary["figures"] = figures = sale_figures(samples, meter)
-        summary["invariants"] = _invariants(prepared["event_id"], samples, figures)
-        summary["comparison"] = bench_comparison(figures)
-        status = 2 if not summary["invariants"].get("ok") else 0 if summary["locust_exit"] == 0 else 1
+        summary.update(_sale_run(args, stack, out))
     except KeyboardInterrupt as exc:
         summary["failure"] = f"interrupted ({str(exc) or 'Ctrl-C'})"
     except Exception:
@@ -359,15 +219,54 @@ def main(argv=None) -> int:
             connections.close_all()
             database_drop()
             redis.Redis.from_url(REDIS_URL).flushdb()
-    summary.setdefault("comparison", [])
-    summary.setdefault("locust_exit", None)
+    return _summary_write(summary, out)
+
+
+def _summary_start(args, argv: list[str]) -> dict:
+    """What was run, on which commit, and how busy the machine was just before."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
+    if busy > 0.3:
+        print(f"WARNING: the machine is already busy ({busy:.1f} cores) before the run: figures will be "
+              "lower and noisier (see `other` in the CPU figures)", flush=True)
+    return {"command": " ".join(["python -m loadtests.run", *argv]), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "args": {k: str(v) for k, v in vars(args).items()}, "commit": commit.stdout.strip(),
+            "busy_cores_before_start": round(busy, 2), "status": 1, "locust_exit": None, "comparison": []}
+
+
+def _sale_run(args, stack: ProcessGroup, out: Path) -> dict:
+    """Database, stack, sale data, Locust, figures and invariants; return the summary's fields."""
+    database_recreate()
+    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
+    from loadtests import prepare
+
+    prepare.setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    api_url = stack.start_gunicorn("api", port=free_port(), workers=args.api_workers)
+    stack.start_celery_worker("worker", concurrency=args.worker_concurrency)
+    prepared = prepare_sale(args, out)
+    print(f"stack up at {api_url}; {len(prepared['buyers'])} buyers, event {prepared['event_id']} "
+          f"with {args.tickets} tickets; locust: {args.users} users, {args.processes} processes", flush=True)
+    locust_exit, meter = run_locust(args, stack, api_url, out)
+    samples = samples_load(out / "samples", out / "samples.csv")
+    figures = sale_figures(samples, meter.cores)
+    invariants = _invariants(prepared["event_id"], samples, figures)
+    status = 2 if not invariants.get("ok") else 0 if locust_exit == 0 else 1
+    return {"locust_exit": locust_exit, "figures": figures, "invariants": invariants,
+            "comparison": bench_comparison(figures), "status": status}
+
+
+def _summary_write(summary: dict, out: Path) -> int:
+    """Write summary.json and summary.md, print the latter; return the exit status."""
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(markdown(summary))
     print(markdown(summary), flush=True)
     if summary.get("failure"):
         print(f"LOAD TEST FAILED: {summary['failure']}\n(logs: {out / 'logs'})", file=sys.stderr, flush=True)
     print(f"reports: {out}/locust.html, {out}/summary.md", flush=True)
-    return status
+    return summary["status"] if not summary.get("failure") else 1
 
 
 def _invariants(event_id: int, samples: Samples, figures: dict) -> dict:
