@@ -17,15 +17,17 @@ beforehand. The master hands each worker its own slice of buyers (custom message
 use it when logins are what is being measured).
 
 Shapes. Without --shape, Locust's usual -u/-r ramp spawns the mix (8 buyers : 3 browsers,
-1 Admin), buyers thinking 0.1-0.5 s between purchases. `--shape flash` (FlashSale below)
-spawns -u buyers within the first second of the sale, with no think time, until one sees
-`sold_out`; they go on for --flood-seconds (the sold-out flood) and the run ends.
+1 Admin), buyers waiting for each order's final answer, then thinking 0.1-0.5 s.
+`--shape flash` (FlashSale below) spawns -u buyers within the first second of the sale;
+they buy with no think time and poll their orders when Retry-After is due (as the
+benchmark's clients do) until one sees `sold_out`, go on for --flood-seconds (the
+sold-out flood), and the run ends.
 
 Other options: --tickets (10000), --buyers (200), --credentials FILE, --flood-seconds (5),
 --samples-dir DIR (every purchase and poll as CSV, the benchmark's format, for
 loadtests.run's analysis), --max-requests (200000) and --max-seconds (600): the run stops
 at either, whatever --run-time says (checked twice a second on the master's statistics,
-which workers report every 3 s). Purchases are reported by outcome (`purchase accepted`,
+which workers report every second). Purchases are reported by outcome (`purchase accepted`,
 `purchase sold_out`, ...), polls as `/orders/[id]/`; a 409 refusal is a valid answer, not
 a failure.
 
