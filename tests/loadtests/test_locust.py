@@ -1,13 +1,17 @@
 """The Locust load test: its prepared tokens are login's, and tiny runs end with 0 failures."""
 import csv
+import json
+import re
 import time
 from pathlib import Path
 
 import jwt
+import numpy as np
 import pytest
 
 from core.models import Event, User
-from loadtests import prepare
+from loadtests import locust_summary, prepare
+from loadtests.analysis import Samples
 from loadtests.processes import BIN, ROOT
 from tests.invariants import assert_invariants, wait_until_no_pending
 from tests.live import LiveStack
@@ -85,12 +89,64 @@ def test_a_flash_sale_with_prepared_tokens_sells_out_without_failures(live, tmp_
 @pytest.mark.live
 def test_the_ramp_with_logins_runs_every_user_class_without_failures(live, tmp_path):
     code, rows, output = locust(
-        live, tmp_path, "--login", "-u", "6", "-r", "6", "--run-time", "4s", "--tickets", "1000", "--buyers", "6",
+        live, tmp_path, "--login", "-u", "6", "-r", "6", "--run-time", "8s", "--tickets", "1000", "--buyers", "6",
     )
 
     assert code == 0, output
     assert rows["Aggregated"]["Failure Count"] == "0", output
     assert int(rows["/login/"]["Request Count"]) == 6  # each user once
-    assert "/ops/queues/" in rows or "/orders/?event" in rows  # the Admin
-    assert "/events/[id]/" in rows or "/events/" in rows  # a browser
+    # Every class ran (an Admin's /ops/queues/ may still be in flight when the run stops).
+    spawned = re.search(r"All users spawned: (\{.*?\})", output)
+    assert spawned, output
+    counts = json.loads(spawned.group(1))
+    assert counts["Admin"] == 1 and counts["Browser"] >= 1 and counts["Buyer"] >= 1, counts
     assert int(rows["purchase accepted"]["Request Count"]) > 0
+
+
+def samples_of(rows: list[tuple]) -> Samples:
+    """Samples as the locustfile writes them: (start, latency s, kind, outcome, qty, order id)."""
+    columns = list(zip(*rows, strict=True))
+    return Samples(t=np.array(columns[0], dtype=float), latency=np.array(columns[1], dtype=float),
+                   kind=np.array(columns[2]), outcome=np.array(columns[3]),
+                   qty=np.array(columns[4], dtype=int), order_id=np.array(columns[5], dtype=np.int64))
+
+
+def test_the_sale_window_runs_from_the_first_purchase_to_the_first_sold_out():
+    sale = [(100.0 + i * 0.1, 0.05, "buy", "accepted", 2, i + 1) for i in range(20)]  # 20 in 2 s
+    polls = [(101.0 + i * 0.1, 0.02, "poll", "confirmed", 0, i + 1) for i in range(20)]
+    flood = [(102.0 + i * 0.01, 0.013, "buy", "sold_out", 1, 0) for i in range(300)]  # 3 s of refusals
+
+    figures = locust_summary.sale_figures(samples_of(sale + polls + flood), lambda start, stop: {"api": 1.0})
+
+    assert figures["sale_window_s"] == pytest.approx(2.013)  # to the end of the first sold_out
+    # Every purchase started in the window counts, refusals too (as in the benchmark).
+    assert figures["purchase_rps_in_sale_window"] == pytest.approx(22 / 2.013, abs=0.1)
+    assert figures["orders_won"] == 20
+    assert figures["polls_by_outcome"]["confirmed"]["count"] == 20
+    assert figures["sold_out"] is True
+    # The flood is measured from a second after sold out, when the last polls are done.
+    assert figures["flood"]["count"] == 198
+    assert figures["flood"]["rps"] == pytest.approx(198 / 1.99, abs=0.5)
+
+
+def test_a_run_stopped_at_sold_out_reports_no_flood():
+    rows = [(100.0, 0.05, "buy", "accepted", 2, 1), (100.5, 0.05, "buy", "sold_out", 1, 0)]
+
+    figures = locust_summary.sale_figures(samples_of(rows), lambda start, stop: {})
+
+    assert figures["sold_out"] is True
+    assert "flood" not in figures
+
+
+def test_the_comparison_puts_each_figure_beside_the_benchmarks():
+    figures = {"purchase_rps_in_sale_window": 75.5, "all_rps_in_sale_window": 150.0,
+               "cpu_cores_in_sale_window": {"api": 1.0, "other": 0.5}}
+
+    rows = {row["figure"]: row for row in locust_summary.bench_comparison(figures)}
+
+    bench = json.loads(locust_summary.BENCH_RESULTS.read_text())["summary"]["sale"]
+    purchases = rows["purchases/s in the sale window"]
+    assert purchases["benchmark"] == bench["purchase_rps_in_sale_window"]
+    assert purchases["ratio"] == round(75.5 / bench["purchase_rps_in_sale_window"], 2)
+    assert rows["requests/s per API core (sale)"]["locust"] == 150.0
+    assert rows["other work on the machine, cores (sale)"]["ratio"] is None
