@@ -73,3 +73,10 @@ bench: migrate
 
 clean:
 	rm -rf $(VENV)
+
+# A flash sale under Locust against a production-mode stack of its own (DJANGO_DEBUG=0,
+# gunicorn.conf.py, a Celery worker, throttles raised), then reports in loadtest-reports/.
+# Options: make loadtest LOADTEST_ARGS="--tickets 10000 --login" (python -m loadtests.run --help)
+.PHONY: loadtest
+loadtest: setup
+	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)

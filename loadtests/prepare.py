@@ -7,7 +7,15 @@ credentials and the event id as JSON for `loadtests/locustfile.py`. No managemen
 command: users go in with one bulk upsert and one password hash computed once (so the
 run pays for PBKDF2 once, not per user), events through the product's own service, so
 their Redis gate is built exactly as in production.
+
+The file also holds an access token per user (`tokens`), minted here as /login/ would
+issue it (same claims, `role` included) and valid for --token-seconds, so a load test
+starts buying at once instead of spending its first seconds on password checks. The
+server accepts them only if it signs with the same key: run this with the server's
+DJANGO_SECRET_KEY (or JWT_SIGNING_KEY). Without a secret key it runs as `make run` does
+(debug on, the development key), which matches a `make run` server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +41,9 @@ def setup_django() -> None:
     django.setup()
 
 
-def users_prepare(*, prefix: str, count: int, role: str = "User", password: str = PASSWORD) -> list[str]:
+def users_prepare(
+    *, prefix: str, count: int, role: str = "User", password: str = PASSWORD
+) -> list[str]:
     """Create (or reset the password and role of) `count` users named prefix00000...; return names."""
     from django.contrib.auth.hashers import make_password
 
@@ -63,7 +73,10 @@ def user_ids(names: list[str]) -> list[int]:
 
 
 def event_prepare(
-    *, total_tickets: int, name: str = "Load test sale", opens_in: float = 0.0,
+    *,
+    total_tickets: int,
+    name: str = "Load test sale",
+    opens_in: float = 0.0,
     max_tickets_per_user: int | None = None,
 ) -> int:
     """Create an event 30 days ahead whose sale opens `opens_in` seconds from now; return its id.
@@ -117,27 +130,86 @@ def backlog_prepare(*, orders: int, buyer_ids: list[int], name: str = "Backlog")
     return event.pk
 
 
+def tokens_mint(*, names: list[str], lifetime_seconds: float) -> dict[str, str]:
+    """Return an access token per username, with the claims /login/ puts in one.
+
+    The claims come from `api.serializers.role_claims`, as at login; the lifetime is the
+    run's rather than JWT_ACCESS_LIFETIME_SECONDS, so no token expires mid-run. No
+    outstanding-token rows are written: access tokens are never blacklisted.
+    """
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from api.serializers import role_claims
+    from core.models import User
+
+    tokens = {}
+    for user in User.objects.filter(username__in=names):
+        token = AccessToken.for_user(user)
+        role_claims(token, user)
+        token.set_exp(lifetime=timedelta(seconds=lifetime_seconds))
+        tokens[user.username] = str(token)
+    missing = set(names) - set(tokens)
+    if missing:
+        raise LookupError(f"no such users: {sorted(missing)[:5]}")
+    return tokens
+
+
+def credentials_prepare(
+    *,
+    buyers: int,
+    admins: int = 1,
+    tickets: int,
+    max_per_user: int | None = None,
+    token_seconds: float | None = 3600.0,
+) -> dict:
+    """Users, an event on sale now and (unless token_seconds is None) their tokens, as one dict."""
+    buyer_names = users_prepare(prefix=BUYER_PREFIX, count=buyers)
+    admin_names = users_prepare(prefix=ADMIN_PREFIX, count=admins, role="Admin")
+    event_id = event_prepare(total_tickets=tickets, max_tickets_per_user=max_per_user)
+    tokens = (
+        tokens_mint(names=buyer_names + admin_names, lifetime_seconds=token_seconds)
+        if token_seconds
+        else {}
+    )
+    return {
+        "event_id": event_id,
+        "tickets": tickets,
+        "password": PASSWORD,
+        "buyers": buyer_names,
+        "admins": admin_names,
+        "tokens": tokens,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buyers", type=int, default=200)
     parser.add_argument("--admins", type=int, default=1)
     parser.add_argument("--tickets", type=int, default=10_000)
     parser.add_argument("--max-per-user", type=int, default=None)
+    parser.add_argument(
+        "--token-seconds",
+        type=float,
+        default=3600.0,
+        help="lifetime of the minted access tokens; 0: mint none (users log in)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     setup_django()
-    buyers = users_prepare(prefix=BUYER_PREFIX, count=args.buyers)
-    admins = users_prepare(prefix=ADMIN_PREFIX, count=args.admins, role="Admin")
-    event_id = event_prepare(total_tickets=args.tickets, max_tickets_per_user=args.max_per_user)
-    args.out.write_text(
-        json.dumps(
-            {"event_id": event_id, "password": PASSWORD, "buyers": buyers, "admins": admins},
-            indent=1,
-        )
+    prepared = credentials_prepare(
+        buyers=args.buyers,
+        admins=args.admins,
+        tickets=args.tickets,
+        max_per_user=args.max_per_user,
+        token_seconds=args.token_seconds or None,
     )
-    print(f"prepared {len(buyers)} buyers, {len(admins)} admin(s), event {event_id} "
-          f"with {args.tickets} tickets -> {args.out}")
+    args.out.write_text(json.dumps(prepared, indent=1))
+    print(
+        f"prepared {len(prepared['buyers'])} buyers, {len(prepared['admins'])} admin(s), "
+        f"{len(prepared['tokens'])} tokens, event {prepared['event_id']} "
+        f"with {args.tickets} tickets -> {args.out}"
+    )
 
 
 if __name__ == "__main__":
