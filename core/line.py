@@ -74,7 +74,8 @@ class Line:
         return [entry for entry in self.log if entry[0] >= now - LOG_WINDOW_SECONDS]
 
 
-def _log(entries) -> tuple[tuple[float, int, float], ...]:
+def line_parse_log(entries) -> tuple[tuple[float, int, float], ...]:
+    """The served log's entries as (when, orders, seconds)."""
     parsed = []
     for entry in entries:
         when, orders, seconds = entry.split(":")
@@ -85,7 +86,9 @@ def _log(entries) -> tuple[tuple[float, int, float], ...]:
 def line_of(values: tuple) -> Line:
     """The Line from the reserve script's answer (GateAnswer.line)."""
     name, _number, served, trusted, entries, batches = values
-    return Line(name, int(served), trusted, _log(entries), tuple(float(b) for b in batches))
+    return Line(
+        name, int(served), trusted, line_parse_log(entries), tuple(float(b) for b in batches)
+    )
 
 
 def line_read(*, event_id: int) -> Line:
@@ -97,7 +100,11 @@ def line_read(*, event_id: int) -> Line:
     pipe.hvals(batches)
     (name, served, trusted), entries, starts = pipe.execute()
     return Line(
-        name or "", int(served or 0), trusted or "", _log(entries), tuple(map(float, starts))
+        name or "",
+        int(served or 0),
+        trusted or "",
+        line_parse_log(entries),
+        tuple(map(float, starts)),
     )
 
 
@@ -171,12 +178,10 @@ def _older_pending(batch: Batch) -> bool:
     ).exists()
 
 
-def served_rate(line: Line | None, now: float | None = None) -> float:
-    """Orders made final per second over the last LOG_WINDOW_SECONDS."""
-    if line is None:
-        return 0.0
-    recent = line.recent(time.time() if now is None else now)
-    return round(sum(orders for _, orders, _ in recent) / LOG_WINDOW_SECONDS, 1)
+def served_rate(log: tuple[tuple[float, int, float], ...], now: float | None = None) -> float:
+    """Orders made final per second over the last LOG_WINDOW_SECONDS, from a served log."""
+    since = (time.time() if now is None else now) - LOG_WINDOW_SECONDS
+    return round(sum(orders for when, orders, _ in log if when >= since) / LOG_WINDOW_SECONDS, 1)
 
 
 def wait_estimate(line: Line | None, *, position: int, now: float | None = None) -> float:

@@ -6,8 +6,10 @@ tests/faults/test_line_faults.py.
 
 import math
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -187,7 +189,7 @@ def test_a_batch_logs_its_rate_for_the_estimate_and_the_operators(buyers, event)
     orders_commit(event_id=event.pk)
     measured = line.line_read(event_id=event.pk)
     assert [orders for _, orders, _ in measured.log] == [6]
-    assert line.served_rate(measured) == pytest.approx(0.6)
+    assert line.served_rate(measured.log) == pytest.approx(0.6)
 
 
 def test_the_schema_documents_the_fields_as_nullable_and_optional(anon):
@@ -197,3 +199,24 @@ def test_the_schema_documents_the_fields_as_nullable_and_optional(anon):
         assert order["properties"][name]["nullable"] is True
         assert "read-only, only while pending" in order["properties"][name]["description"].lower()
         assert name not in order.get("required", [])
+
+
+def test_operators_see_each_line_in_ops_metrics_and_the_command(
+    buyers, admin_client, client, event
+):
+    for client_ in buyers:
+        buy(client_, event)
+    orders_commit(event_id=event.pk, limit=2)
+    row = next(
+        r for r in admin_client.get("/ops/queues/").json()["events"] if r["event"] == event.pk
+    )
+    assert row["line_length"] == 4
+    assert row["served_per_second"] == pytest.approx(0.2)
+    assert 0 <= row["oldest_waiting_seconds"] < 60
+    metrics = client.get("/metrics").content.decode()
+    assert f'event_line_length{{event="{event.pk}"}} 4.0' in metrics
+    assert f'event_line_served_per_second{{event="{event.pk}"}} 0.2' in metrics
+    assert f'event_line_oldest_waiting_seconds{{event="{event.pk}"}}' in metrics
+    out = StringIO()
+    call_command("queues", stdout=out)
+    assert "line        4 waiting, oldest" in out.getvalue()
