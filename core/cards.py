@@ -125,8 +125,15 @@ def order_json(order) -> bytes:
 
 
 def order_card_parse(card: str) -> tuple[int, str, bytes, str]:
-    """(owner id, status, JSON body, place) of a card."""
-    owner, status, place, body = card.split("|", 3)
+    """(owner id, status, JSON body, place) of a card.
+
+    A card written before cards had a place (`<owner>|<status>|<JSON>`, alive at most
+    ORDER_FINAL_CARD_SECONDS after an upgrade) reads with an empty place.
+    """
+    owner, status, rest = card.split("|", 2)
+    if rest.startswith("{"):
+        return int(owner), status, rest.encode(), ""
+    place, body = rest.split("|", 1)
     return int(owner), status, body.encode(), place
 
 

@@ -197,25 +197,64 @@ def wait_estimate(line: Line | None, *, position: int, now: float | None = None)
     return round(wait, 1)
 
 
-def order_place(*, order_id: int, place: str) -> tuple[int | None, float | None]:
-    """(position, estimated wait) of a pending order, from its card's `place`.
+@dataclass(frozen=True)
+class Place:
+    """Where a pending order stands; `card` is a better place for its card, if any."""
+
+    position: int | None
+    estimate: float | None
+    card: str | None = None
+
+
+def order_place(*, order_id: int, place: str) -> Place:
+    """Position and estimated wait of a pending order, from its card's `place`.
 
     One Redis round trip for the line; plus one query when the line cannot tell (see
-    the module docstring). (None, None) when neither Redis nor PostgreSQL can answer.
+    the module docstring). Nothing known when neither Redis nor PostgreSQL can answer,
+    or the card has no place at all (written before cards had one).
     """
+    if not place:
+        return Place(None, None)
     event, name, number = place.split(":")
-    now = time.time()
+    event_id, now = int(event), time.time()
+    if not name:
+        return _recounted(event_id=event_id, order_id=order_id)
     try:
-        line = line_read(event_id=int(event))
+        line = line_read(event_id=event_id)
     except redis.RedisError:
         line = None
     position = line.position(name=name, number=int(number), now=now) if line else None
     if position is None:
         try:
-            position = orders_pending_ahead(event_id=int(event), order_id=order_id)
+            position = orders_pending_ahead(event_id=event_id, order_id=order_id)
         except DatabaseError:
-            return None, None
-    return position, wait_estimate(line, position=position, now=now)
+            return Place(None, None)
+    return Place(position, wait_estimate(line, position=position, now=now))
+
+
+def _recounted(*, event_id: int, order_id: int) -> Place:
+    """Recount an order whose card has no number (rebuilt from PostgreSQL), and give it one
+    for its next card when the line is trusted and stood still around the recount.
+
+    Its number is then what it would have been: position + 1 + served. That holds only if
+    no batch committed between the recount and the read of `served`: none in progress
+    when the line is read, none finished since a second before the recount (the second
+    absorbs clock differences between hosts).
+    """
+    began = time.time()
+    try:
+        position = orders_pending_ahead(event_id=event_id, order_id=order_id)
+    except DatabaseError:
+        return Place(None, None)
+    try:
+        line = line_read(event_id=event_id)
+    except redis.RedisError:
+        return Place(position, wait_estimate(None, position=position))
+    card = None
+    still = not line.batches and all(when < began - 1.0 for when, _, _ in line.log)
+    if line.name and line.trusted == line.name and still:
+        card = f"{event_id}:{line.name}:{position + 1 + line.served}"
+    return Place(position, wait_estimate(line, position=position), card)
 
 
 def retry_after(estimate: float | None) -> int:

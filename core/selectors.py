@@ -71,16 +71,26 @@ def order_card_get(
     'not found', as in `order_get`.
     """
     card = _quietly(cards.order_card_read, order_id=order_id)
+    order = None
     if card is None:
-        card = cards.order_card_of(order_get(order_id=order_id, user_id=user_id, is_admin=is_admin))
-        _quietly(cards.order_card_fill, order_id=order_id, card=card)
+        order = order_get(order_id=order_id, user_id=user_id, is_admin=is_admin)
+        card = cards.order_card_of(order)
     owner, status, body, place = cards.order_card_parse(card)
     if owner != user_id and not is_admin:
         raise NotFoundError("No order with this id.")
-    if status != Order.Status.PENDING:
+    placed = line.order_place(order_id=order_id, place=place) if status == "pending" else None
+    if order is not None:
+        # Rebuilt from PostgreSQL: the card gets the number the recount found, if any.
+        better = placed and placed.card
+        card = cards.order_card_of(order, place=better) if better else card
+        _quietly(cards.order_card_fill, order_id=order_id, card=card)
+    if placed is None:
         return status, body, None
-    position, wait = line.order_place(order_id=order_id, place=place)
-    return status, line.with_place(body, position=position, estimate=wait), wait
+    return (
+        status,
+        line.with_place(body, position=placed.position, estimate=placed.estimate),
+        placed.estimate,
+    )
 
 
 def _quietly(read_or_fill, **kwargs):

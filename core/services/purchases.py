@@ -82,8 +82,8 @@ def purchase_request(
         return _placed(_replay(stored=str(answer.value), fingerprint=fingerprint, user_id=user_id))
     _raise_refusal(answer)
 
-    line_name, number = answer.line[0], int(answer.line[1])
-    place = (line_name, number)
+    queue, number = line.line_of(answer.line), int(answer.line[1])
+    place = (queue.name, number)
     result = _record_order(
         event_id=event_id,
         user_id=user_id,
@@ -92,12 +92,12 @@ def purchase_request(
         operation_id=operation_id,
         idem_key=idem_key,
         fingerprint=fingerprint,
-        line_name=line_name,
+        line_name=queue.name,
     )
     if result.replayed:
         return _placed(result)
     order = result.order
-    position = _position(order=order, answer=answer, place=place)
+    position = queue.position(name=queue.name, number=number, now=time.time())
     _schedule_commit(
         order=order,
         operation_id=operation_id,
@@ -106,18 +106,8 @@ def purchase_request(
         place=place,
     )
     logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
-    wait = (
-        None
-        if position is None
-        else line.wait_estimate(line.line_of(answer.line), position=position)
-    )
+    wait = None if position is None else line.wait_estimate(queue, position=position)
     return PurchaseResult(order=order, position=position, estimated_wait_seconds=wait)
-
-
-def _position(*, order: Order, answer: stock.GateAnswer, place: tuple[str, int]) -> int | None:
-    """The accepted order's place in line as the gate counted it (None: not known here)."""
-    name, number = place
-    return line.line_of(answer.line).position(name=name, number=number, now=time.time())
 
 
 def _placed(result: PurchaseResult) -> PurchaseResult:
@@ -125,9 +115,12 @@ def _placed(result: PurchaseResult) -> PurchaseResult:
     order = result.order
     if order.status != Order.Status.PENDING:
         return result
-    position, wait = line.order_place(order_id=order.pk, place=f"{order.event_id}::0")
+    placed = line.order_place(order_id=order.pk, place=f"{order.event_id}::0")
     return PurchaseResult(
-        order=order, replayed=True, position=position, estimated_wait_seconds=wait
+        order=order,
+        replayed=True,
+        position=placed.position,
+        estimated_wait_seconds=placed.estimate,
     )
 
 

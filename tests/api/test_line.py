@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from core import line, stock
+from core import cards, line, stock
 from core.models import Order
 from core.services.orders import orders_commit
 
@@ -114,11 +114,28 @@ def test_a_lost_line_is_recounted_from_postgresql(buyers, event, redis_db):
     assert len(queries) == 1  # the recount, on order_pending_by_event_idx
 
 
-def test_a_poll_without_its_card_is_recounted_from_postgresql(buyers, event, redis_db):
+def test_a_pending_card_rebuilt_from_postgresql_gets_its_number_back(
+    buyers, event, redis_db, django_assert_num_queries
+):
     ids = [buy(client, event).json()["id"] for client in buyers]
     redis_db.delete(f"order:{ids[3]}")
-    assert poll(buyers[3], ids[3]).json()["position"] == 3
-    assert poll(buyers[3], ids[3]).json()["position"] == 3  # the rebuilt card has no number
+    with django_assert_num_queries(2):  # the order, the recount
+        assert poll(buyers[3], ids[3]).json()["position"] == 3
+    with django_assert_num_queries(0):  # the line stood still: its number is back
+        assert poll(buyers[3], ids[3]).json()["position"] == 3
+    orders_commit(event_id=event.pk, limit=2)
+    assert poll(buyers[3], ids[3]).json()["position"] == 1 == pending_ahead(ids[3])
+
+
+def test_a_card_rebuilt_while_batches_commit_keeps_being_recounted(
+    buyers, event, redis_db, django_assert_num_queries
+):
+    ids = [buy(client, event).json()["id"] for client in buyers]
+    orders_commit(event_id=event.pk, limit=2)  # a batch finished a moment ago
+    redis_db.delete(f"order:{ids[3]}")
+    assert poll(buyers[3], ids[3]).json()["position"] == 1
+    with django_assert_num_queries(1):  # no number could be given: recounted again
+        assert poll(buyers[3], ids[3]).json()["position"] == 1
 
 
 def test_a_line_opened_on_a_rebuilt_gate_is_not_trusted_while_older_orders_wait(
@@ -220,3 +237,13 @@ def test_operators_see_each_line_in_ops_metrics_and_the_command(
     out = StringIO()
     call_command("queues", stdout=out)
     assert "line        4 waiting, oldest" in out.getvalue()
+
+
+def test_a_card_written_before_cards_had_a_place_still_answers(buyer_client, event, redis_db):
+    order_id = buy(buyer_client, event).json()["id"]
+    owner, status, body, _ = cards.order_card_parse(redis_db.get(f"order:{order_id}"))
+    redis_db.set(f"order:{order_id}", f"{owner}|{status}|{body.decode()}")
+    response = poll(buyer_client, order_id)
+    assert response.status_code == 200
+    assert response.json()["status"] == "pending" and response.json()["position"] is None
+    assert response["Retry-After"] == "1"
