@@ -22,7 +22,6 @@ reported by outcome (`purchase accepted`, `purchase sold_out`, ...), polls as
 
 The host defaults to http://127.0.0.1:8000; all traffic must stay on this machine.
 """
-
 from __future__ import annotations
 
 import itertools
@@ -54,15 +53,9 @@ _requests = 0
 def _options(parser) -> None:
     parser.add_argument("--tickets", type=int, default=10_000, help="tickets of the prepared event")
     parser.add_argument("--buyers", type=int, default=200, help="buyers to prepare")
-    parser.add_argument(
-        "--credentials", default="", help="prepared JSON (python -m loadtests.prepare --out)"
-    )
-    parser.add_argument(
-        "--max-requests", type=int, default=200_000, help="stop after this many requests"
-    )
-    parser.add_argument(
-        "--max-seconds", type=float, default=600, help="stop after this long in any case"
-    )
+    parser.add_argument("--credentials", default="", help="prepared JSON (python -m loadtests.prepare --out)")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop after this many requests")
+    parser.add_argument("--max-seconds", type=float, default=600, help="stop after this long in any case")
 
 
 @events.test_start.add_listener
@@ -75,19 +68,9 @@ def _prepare(environment, **kwargs) -> None:
             raise RuntimeError("distributed workers need --credentials FILE made beforehand")
         path = Path(tempfile.gettempdir()) / f"loadtest-credentials-{os.getpid()}.json"
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "loadtests.prepare",
-                "--buyers",
-                str(options.buyers),
-                "--tickets",
-                str(options.tickets),
-                "--out",
-                str(path),
-            ],
-            cwd=ROOT,
-            check=True,
+            [sys.executable, "-m", "loadtests.prepare", "--buyers", str(options.buyers),
+             "--tickets", str(options.tickets), "--out", str(path)],
+            cwd=ROOT, check=True,
         )
     PREPARED.clear()
     PREPARED.update(json.loads(path.read_text()))
@@ -128,13 +111,9 @@ class _Authenticated(FastHttpUser):
 
     def login(self) -> None:
         """Log in once (again only if the server refuses the token)."""
-        response = self.client.post(
-            "/login/", json={"username": self.username, "password": PREPARED["password"]}
-        )
+        response = self.client.post("/login/", json={"username": self.username, "password": PREPARED["password"]})
         if response.status_code != 200:
-            raise RuntimeError(
-                f"login of {self.username} failed: {response.status_code} {response.text}"
-            )
+            raise RuntimeError(f"login of {self.username} failed: {response.status_code} {response.text}")
         self.auth = {"Authorization": f"Bearer {response.json()['access']}"}
 
     @property
@@ -155,10 +134,8 @@ class Buyer(_Authenticated):
     @task
     def buy(self) -> None:
         with self.client.post(
-            f"/events/{self.event_id}/purchase/",
-            json={"quantity": random.randint(1, 4)},
-            headers=self.auth,
-            catch_response=True,
+            f"/events/{self.event_id}/purchase/", json={"quantity": random.randint(1, 4)},
+            headers=self.auth, catch_response=True,
         ) as response:
             code = _code(response)
             outcome = "accepted" if response.status_code == 202 else code or response.status_code
@@ -181,9 +158,7 @@ class Buyer(_Authenticated):
         deadline = time.monotonic() + POLL_TIMEOUT_SECONDS
         while True:
             gevent.sleep(retry_after)
-            with self.client.get(
-                location, headers=self.auth, name="/orders/[id]/", catch_response=True
-            ) as response:
+            with self.client.get(location, headers=self.auth, name="/orders/[id]/", catch_response=True) as response:
                 if response.status_code != 200:
                     response.failure(f"{response.status_code} {_code(response)}")
                     return
@@ -231,11 +206,7 @@ class Admin(_Authenticated):
 
     @task
     def pending_orders(self) -> None:
-        self.client.get(
-            f"/orders/?event={self.event_id}&status=pending",
-            headers=self.auth,
-            name="/orders/?event",
-        )
+        self.client.get(f"/orders/?event={self.event_id}&status=pending", headers=self.auth, name="/orders/?event")
 
 
 def _code(response) -> str | None:
@@ -243,3 +214,4 @@ def _code(response) -> str | None:
         return response.json().get("code")
     except Exception:  # a non-JSON body (proxy error page): report the status instead
         return None
+

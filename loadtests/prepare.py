@@ -8,7 +8,6 @@ command: users go in with one bulk upsert and one password hash computed once (s
 run pays for PBKDF2 once, not per user), events through the product's own service, so
 their Redis gate is built exactly as in production.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -34,9 +33,7 @@ def setup_django() -> None:
     django.setup()
 
 
-def users_prepare(
-    *, prefix: str, count: int, role: str = "User", password: str = PASSWORD
-) -> list[str]:
+def users_prepare(*, prefix: str, count: int, role: str = "User", password: str = PASSWORD) -> list[str]:
     """Create (or reset the password and role of) `count` users named prefix00000...; return names."""
     from django.contrib.auth.hashers import make_password
 
@@ -66,10 +63,7 @@ def user_ids(names: list[str]) -> list[int]:
 
 
 def event_prepare(
-    *,
-    total_tickets: int,
-    name: str = "Load test sale",
-    opens_in: float = 0.0,
+    *, total_tickets: int, name: str = "Load test sale", opens_in: float = 0.0,
     max_tickets_per_user: int | None = None,
 ) -> int:
     """Create an event 30 days ahead whose sale opens `opens_in` seconds from now; return its id.
@@ -142,10 +136,8 @@ def main() -> None:
             indent=1,
         )
     )
-    print(
-        f"prepared {len(buyers)} buyers, {len(admins)} admin(s), event {event_id} "
-        f"with {args.tickets} tickets -> {args.out}"
-    )
+    print(f"prepared {len(buyers)} buyers, {len(admins)} admin(s), event {event_id} "
+          f"with {args.tickets} tickets -> {args.out}")
 
 
 if __name__ == "__main__":
