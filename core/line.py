@@ -9,12 +9,14 @@ different API processes), so an order with number k has k - 1 - served pending o
 ahead of it.
 
 Trust. The counters only know the orders accepted since the line opened, and only
-while every count reached Redis. A line is trusted once its opener (number 1) found no
-older pending order of the event in PostgreSQL. It is trusted no more, for good, when
-a commit batch began and never finished (a killed worker: its commit may have landed
-without its count) or an accept's insert ended with an unknown outcome; a line opened
-on a gate rebuilt after Redis lost it finds the older orders still pending and is never
-trusted. Outside a trusted line (and for an order whose card lost its number) the
+while every count reached Redis. A line opened on a gate where nobody holds tickets
+(no order of the event pending) is trusted from its first number; one opened on a gate
+rebuilt after Redis lost it (older orders may be pending) is trusted once a commit
+batch finds no order older than the line still pending in PostgreSQL. It is trusted no
+more, for good, when a commit batch began and never finished (a killed worker: its
+commit may have landed without its count), a batch that began before the line opened
+committed orders of it, or an accept's insert ended with an unknown outcome. Outside a
+trusted line (and for an order whose card lost its number) the
 position is recomputed from PostgreSQL: the event's pending orders with a smaller id,
 one query on order_pending_by_event_idx. So a position is either counted in Redis under
 these rules or read from PostgreSQL, never guessed.
