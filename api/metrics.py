@@ -48,6 +48,30 @@ class SharedStateCollector:
             "Events on sale whose Redis gate differs from PostgreSQL's figure.",
             value=sum(1 for row in rows if not row["agrees"]),
         )
+        yield from _line_gauges(rows)
+
+
+def _line_gauges(rows: list[dict]):
+    """Per event on sale (at most gate_agreement's limit, so the label set stays small)."""
+    gauges = {
+        "line_length": GaugeMetricFamily(
+            "event_line_length", "Pending orders in the event's line.", labels=["event"]
+        ),
+        "served_per_second": GaugeMetricFamily(
+            "event_line_served_per_second",
+            "Orders of the event made final per second over the last 10 s.",
+            labels=["event"],
+        ),
+        "oldest_waiting_seconds": GaugeMetricFamily(
+            "event_line_oldest_waiting_seconds",
+            "Age of the event's oldest pending order.",
+            labels=["event"],
+        ),
+    }
+    for row in rows:
+        for key, gauge in gauges.items():
+            gauge.add_metric([str(row["event"])], row[key])
+    yield from gauges.values()
 
 
 def _exposition() -> bytes:

@@ -302,6 +302,33 @@ class OrderOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     finalized_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    # Present only while the order is pending, in the 202 of the purchase and in
+    # GET /orders/<id>/ (README, "Your place in line"). The hot paths render them from
+    # the line (core/line.py); here they come from instance attributes of the same
+    # names, so the other views, which do not set them, leave them out.
+    # Not read_only=True, which drf-spectacular lists as always present (required);
+    # this serializer only ever renders, and the descriptions say read-only.
+    position = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="Read-only, only while pending: orders of this event ahead of this one, "
+        "not yet final. null when it cannot be counted at this moment (poll again).",
+    )
+    estimated_wait_seconds = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Read-only, only while pending: seconds until the order is expected to be "
+        "final, from the event's measured commit rate; Retry-After is this, rounded up, "
+        "within 1..10. null when the position is.",
+    )
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.status != Order.Status.PENDING or not hasattr(instance, "position"):
+            data.pop("position", None)
+            data.pop("estimated_wait_seconds", None)
+        return data
 
 
 class OrderListQuerySerializer(serializers.Serializer):

@@ -1,6 +1,5 @@
 """HTTP endpoints. Each view parses input, calls one service or selector, renders output."""
 
-from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -20,6 +19,7 @@ from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
 from core.cards import order_json
 from core.exceptions import ApplicationError
+from core.line import retry_after, with_place
 from core.metrics import PURCHASES
 from core.ops import queue_summary
 from core.services.events import event_create, event_delete, event_update
@@ -231,11 +231,14 @@ class PurchaseCreateApi(LeanApiView):
         PURCHASES.labels("replayed" if result.replayed else "accepted").inc()
         order = result.order
         headers = {"Location": f"/orders/{order.pk}/"}
+        body = order_json(order)
         if order.status == order.Status.PENDING:
-            headers["Retry-After"] = str(settings.ORDER_POLL_SECONDS)
+            wait = result.estimated_wait_seconds
+            headers["Retry-After"] = str(retry_after(wait))
+            body = with_place(body, position=result.position, estimate=wait)
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return self.render(order_json(order), status=202, headers=headers)
+        return self.render(body, status=202, headers=headers)
 
 
 def _idempotency_key(request) -> str | None:
@@ -268,15 +271,14 @@ class OrderDetailApi(LeanApiView):
 
     @extend_schema(
         responses={200: s.OrderOutputSerializer, **errors(401, 404)},
-        summary="Poll an order (Retry-After is set while it is pending)",
+        summary="Poll an order (while pending: its place in line, and Retry-After from the "
+        "estimated wait)",
     )
     def get(self, request, order_id: int):
-        status_, body = selectors.order_card_get(
+        status_, body, wait = selectors.order_card_get(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )
-        headers = (
-            {"Retry-After": str(settings.ORDER_POLL_SECONDS)} if status_ == "pending" else None
-        )
+        headers = {"Retry-After": str(retry_after(wait))} if status_ == "pending" else None
         return self.render(body, headers=headers)
 
 

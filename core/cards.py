@@ -88,12 +88,15 @@ def _order_body(
     )
 
 
-def order_card(*, user_id: int, **fields) -> str:
-    """`<owner id>|<status>|<JSON>`: who may read it, whether to poll again, the body.
+def order_card(*, user_id: int, place: str = "", **fields) -> str:
+    """`<owner id>|<status>|<place>|<JSON>`: who may read it, whether to poll again,
+    where it stands in its event's line, the body.
 
+    `place` (pending orders only): `<event id>:<line name>:<number>` as the gate gave it
+    at accept (core/line.py), or `<event id>::0` when the number is not known.
     `fields`: id, event_id, quantity, status, reason, created_at, updated_at, finalized_at.
     """
-    return f"{user_id}|{fields['status']}|{_order_body(**fields).decode()}"
+    return f"{user_id}|{fields['status']}|{place}|{_order_body(**fields).decode()}"
 
 
 def _fields(order) -> dict:
@@ -109,9 +112,11 @@ def _fields(order) -> dict:
     }
 
 
-def order_card_of(order) -> str:
-    """The card of an Order instance."""
-    return order_card(user_id=order.user_id, **_fields(order))
+def order_card_of(order, *, place: str | None = None) -> str:
+    """The card of an Order instance (a pending one without `place`: number unknown)."""
+    if place is None:
+        place = f"{order.event_id}::0" if order.status == "pending" else ""
+    return order_card(user_id=order.user_id, place=place, **_fields(order))
 
 
 def order_json(order) -> bytes:
@@ -119,9 +124,17 @@ def order_json(order) -> bytes:
     return _order_body(**_fields(order))
 
 
-def order_card_parse(card: str) -> tuple[int, str, bytes]:
-    owner, status, body = card.split("|", 2)
-    return int(owner), status, body.encode()
+def order_card_parse(card: str) -> tuple[int, str, bytes, str]:
+    """(owner id, status, JSON body, place) of a card.
+
+    A card written before cards had a place (`<owner>|<status>|<JSON>`, alive at most
+    ORDER_FINAL_CARD_SECONDS after an upgrade) reads with an empty place.
+    """
+    owner, status, rest = card.split("|", 2)
+    if rest.startswith("{"):
+        return int(owner), status, rest.encode(), ""
+    place, body = rest.split("|", 1)
+    return int(owner), status, body.encode(), place
 
 
 def order_card_read(*, order_id: int) -> str | None:

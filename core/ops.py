@@ -1,4 +1,4 @@
-"""Reads for operators: queue depths, pending orders, live workers, gate agreement.
+"""Reads for operators: queue depths, pending orders, live workers, gate agreement, lines.
 
 The selectors behind `GET /ops/queues/`, `manage.py queues` and the gauges of `/metrics`
 (kept apart from core/selectors.py, the product's reads). Each answers from Redis and
@@ -19,10 +19,11 @@ from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.line import line_parse_log, served_rate
 from core.models import Order
 from core.selectors import events_on_sale
 from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
-from core.stock import get_redis
+from core.stock import get_redis, line_keys
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
 # that they match, since core/ does not import the worker package).
@@ -78,27 +79,39 @@ def orders_pending_summary() -> dict:
 
 
 def gate_agreement(*, limit: int = 50) -> list[dict]:
-    """For each event on sale (soonest first): the gate's stock beside PostgreSQL's.
+    """For each event on sale (soonest first): the gate's stock beside PostgreSQL's, and
+    the buyers' line: its length, the orders served per second over the last seconds,
+    and the oldest waiting order's age.
 
-    PostgreSQL's figure is event_gate_snapshot's (total - sold - pending), for every
-    event in one query, and the gates come in one Redis round trip: the cost does not
-    grow with the number of events. A difference while orders are in flight is normal
-    for a moment; one that stays across reconciliations is not.
+    PostgreSQL's figures are event_gate_snapshot's (total - sold - pending) and the
+    pending orders, for every event in one query; the gates and their served logs come
+    in one Redis round trip: the cost does not grow with the number of events. A
+    difference while orders are in flight is normal for a moment; one that stays across
+    reconciliations is not.
     """
-    pending = Sum("orders__quantity", filter=Q(orders__status=Order.Status.PENDING))
+    waiting = Q(orders__status=Order.Status.PENDING)
     events = list(
         events_on_sale()
         .order_by("date", "id")
-        .annotate(pending=Coalesce(pending, 0))
-        .values("pk", "name", "total_tickets", "tickets_sold", "pending")[:limit]
+        .annotate(
+            pending=Coalesce(Sum("orders__quantity", filter=waiting), 0),
+            waiting=Count("orders", filter=waiting),
+            oldest=Min("orders__created_at", filter=waiting),
+        )
+        .values("pk", "name", "total_tickets", "tickets_sold", "pending", "waiting", "oldest")[
+            :limit
+        ]
     )
     pipe = get_redis().pipeline(transaction=False)
     for event in events:
         pipe.hget(gate_keys(event["pk"])[0], "remaining")  # as stock_remaining reads it
-    rows = []
-    for event, gate in zip(events, pipe.execute(), strict=True):
+        pipe.lrange(line_keys(event["pk"])[1], 0, 31)  # as line_read reads it
+    replies = pipe.execute()
+    now, rows = timezone.now(), []
+    for event, gate, log in zip(events, replies[::2], replies[1::2], strict=True):
         database = event["total_tickets"] - event["tickets_sold"] - event["pending"]
         gate = None if gate is None else int(gate)
+        oldest = event["oldest"]
         rows.append(
             {
                 "event": event["pk"],
@@ -106,6 +119,11 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
                 "gate_remaining": gate,
                 "database_remaining": database,
                 "agrees": gate is None or gate == database,
+                "line_length": event["waiting"],
+                "served_per_second": served_rate(line_parse_log(log), now.timestamp()),
+                "oldest_waiting_seconds": round((now - oldest).total_seconds(), 3)
+                if oldest
+                else 0.0,
             }
         )
     return rows

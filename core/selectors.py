@@ -7,7 +7,7 @@ import redis
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from core import cards
+from core import cards, line
 from core.exceptions import NotFoundError
 from core.models import Event, Order, TopEvent
 from core.stock import GateSnapshot
@@ -59,19 +59,38 @@ def event_card_get(*, event_id: int) -> bytes:
     return body
 
 
-def order_card_get(*, order_id: int, user_id: int, is_admin: bool) -> tuple[str, bytes]:
-    """Return (status, JSON) of an order the caller may see, from its card when there is one.
+def order_card_get(
+    *, order_id: int, user_id: int, is_admin: bool
+) -> tuple[str, bytes, float | None]:
+    """Return (status, JSON, estimated wait) of an order the caller may see, from its card
+    when there is one.
 
-    Another user's order is 'not found', as in `order_get`.
+    A pending order's JSON carries its `position` and `estimated_wait_seconds`
+    (core/line.py: one more Redis round trip, and a query when the line cannot tell);
+    a final one carries neither and its wait is None. Another user's order is
+    'not found', as in `order_get`.
     """
     card = _quietly(cards.order_card_read, order_id=order_id)
+    order = None
     if card is None:
-        card = cards.order_card_of(order_get(order_id=order_id, user_id=user_id, is_admin=is_admin))
-        _quietly(cards.order_card_fill, order_id=order_id, card=card)
-    owner, status, body = cards.order_card_parse(card)
+        order = order_get(order_id=order_id, user_id=user_id, is_admin=is_admin)
+        card = cards.order_card_of(order)
+    owner, status, body, place = cards.order_card_parse(card)
     if owner != user_id and not is_admin:
         raise NotFoundError("No order with this id.")
-    return status, body
+    placed = line.order_place(order_id=order_id, place=place) if status == "pending" else None
+    if order is not None:
+        # Rebuilt from PostgreSQL: the card gets the number the recount found, if any.
+        better = placed and placed.card
+        card = cards.order_card_of(order, place=better) if better else card
+        _quietly(cards.order_card_fill, order_id=order_id, card=card)
+    if placed is None:
+        return status, body, None
+    return (
+        status,
+        line.with_place(body, position=placed.position, estimate=placed.estimate),
+        placed.estimate,
+    )
 
 
 def _quietly(read_or_fill, **kwargs):

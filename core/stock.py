@@ -5,11 +5,14 @@ Lua call so that rejections never reach the database or the queue. Each event's 
 share the hash tag ``{ev:<id>}``, so every script touches one Redis Cluster slot.
 
 Per event:
-  ``gate:{ev:N}``           hash: remaining, starts, ends, limit (0 = none), seq
+  ``gate:{ev:N}``           hash: remaining, starts, ends, limit (0 = none), seq, and the
+                            buyers' line: line (its name), arrived, served, trusted
   ``gate:{ev:N}:buyers``    hash: user id -> tickets held (reserved or sold)
   ``gate:{ev:N}:inflight``  zset: operations between their Redis and PostgreSQL halves
   ``gate:{ev:N}:idem:...``  idempotency record of one purchase request
   ``gate:{ev:N}:rate:U:W``  purchase requests of buyer U in rate window W (the throttle)
+  ``gate:{ev:N}:served``    list: the last commit batches, "<epoch s>:<orders>:<seconds>"
+  ``gate:{ev:N}:batches``   hash: commit batch id -> when it began, while it runs
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ def rate_key(*, event_id: int, user_id: int, window: int) -> str:
     return f"gate:{{ev:{event_id}}}:rate:{user_id}:{window}"
 
 
+def line_keys(event_id: int) -> tuple[str, str, str]:
+    """The gate hash (which holds the line's counters), the served log, the batches."""
+    base = f"gate:{{ev:{event_id}}}"
+    return base, f"{base}:served", f"{base}:batches"
+
+
 def drain_flag_key(event_id: int) -> str:
     return f"gate:{{ev:{event_id}}}:drain"
 
@@ -80,6 +89,9 @@ def new_operation_id(prefix: str) -> str:
 class GateAnswer:
     status: str  # ok | replay | missing | sale_not_open | sold_out | insufficient | limit
     value: str | int = 0
+    # With 'ok': the accept's place in the event's line, and the line as it stood
+    # (line name, number, served, trusted, served log, batch starts; core/line.py).
+    line: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -112,15 +124,16 @@ def stock_reserve(
     """Reserve `quantity` for `user_id` if the buyer's request rate on this event (`rate`:
     requests allowed, per seconds), the sale window, the stock and the per-user limit allow.
 
-    A throttled answer carries the seconds left in the rate window as its value.
+    A throttled answer carries the seconds left in the rate window as its value; an
+    accept carries its number in the event's line, given in the same call.
     """
     now = time.time()
     counter, allowed, period = "", 0, 0
     if rate:
         allowed, period = rate
         counter = rate_key(event_id=event_id, user_id=user_id, window=int(now // period))
-    status, value = _script("reserve")(
-        keys=[*_keys(event_id), idem_key, counter],
+    status, value, *line = _script("reserve")(
+        keys=[*_keys(event_id), idem_key, counter, *line_keys(event_id)[1:]],
         args=[
             user_id,
             quantity,
@@ -134,7 +147,7 @@ def stock_reserve(
     )
     if status == "throttled":
         value = max(1, int(period - now % period + 0.999))
-    return GateAnswer(status, value)
+    return GateAnswer(status, value, tuple(line))
 
 
 def stock_release(
@@ -174,6 +187,15 @@ def stock_operation_end(
         keys=[gate, inflight], args=[delta, operation_id, "end", starts, ends, limit]
     )
     return GateAnswer(status, value)
+
+
+def stock_line(mode: str, *, event_id: int, name: str, args: tuple = ()):
+    """Record in the event's line: a commit batch's 'begin' or 'done', a number given to
+    an accept that recorded no order ('skip'), or the line's 'trust' or 'doubt'.
+
+    See core/stock_line.lua for each mode's arguments.
+    """
+    return _script("line")(keys=list(line_keys(event_id)), args=[mode, name, *args])
 
 
 def stock_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None = None) -> bool:

@@ -1,12 +1,16 @@
 -- Reserve tickets for one purchase request, atomically.
 -- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none),
---       5 the buyer's request counter for this rate window ('' = no rate limit)
+--       5 the buyer's request counter for this rate window ('' = no rate limit),
+--       6 the event's served log, 7 its commit batches in progress (core/stock_line.lua)
 -- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
 --       5 request fingerprint, 6 idempotency TTL (s), 7 requests allowed per window,
 --       8 window length (s)
 -- Returns {status, value}: ok/remaining, replay/stored value, missing, sale_not_open,
--- sold_out, insufficient/remaining, limit/allowance, throttled/0.
-local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit')
+-- sold_out, insufficient/remaining, limit/allowance, throttled/0. An 'ok' also carries
+-- the order's number in the event's line and the line as it stands (core/line.py):
+-- line name, number, served, trusted name, served log, batch starts. The line is opened
+-- by the first accept on this gate and named after its operation id.
+local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'line')
 if not gate[1] then return {'missing', 0} end
 -- The rate limit is counted here, in the same round trip as the stock check, and
 -- before it: every request counts, refusals and replays included (a missing gate is
@@ -34,9 +38,21 @@ if limit > 0 then
   local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
   if held + qty > limit then return {'limit', math.max(limit - held, 0)} end
 end
+-- No holder at all: no order of this event is pending, so a line opened now counts
+-- every order in it (core/line.py, "Trust").
+local nobody = not gate[5] and redis.call('EXISTS', KEYS[2]) == 0
 redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 redis.call('ZADD', KEYS[3], now, ARGV[4])
 if idem ~= '' then redis.call('SET', idem, 'p:' .. ARGV[5], 'EX', tonumber(ARGV[6])) end
-return {'ok', remaining - qty}
+local line = gate[5]
+if not line then
+  line = string.sub(ARGV[4], -12)
+  redis.call('HSET', KEYS[1], 'line', line, 'opened', ARGV[3], 'arrived', 0, 'served', 0)
+  if nobody then redis.call('HSET', KEYS[1], 'trusted', line) end
+end
+local number = redis.call('HINCRBY', KEYS[1], 'arrived', 1)
+local seen = redis.call('HMGET', KEYS[1], 'served', 'trusted')
+return {'ok', remaining - qty, line, number, seen[1] or '0', seen[2] or '',
+  redis.call('LRANGE', KEYS[6], 0, 31), redis.call('HVALS', KEYS[7])}

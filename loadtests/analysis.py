@@ -21,12 +21,15 @@ class Samples:
     outcome: np.ndarray  # ok, accepted, confirmed, sold_out, insufficient_tickets, pending, ...
     qty: np.ndarray
     order_id: np.ndarray
+    # A 202's estimated_wait_seconds (NaN: none given, or samples without the column).
+    estimate: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: Path) -> Samples:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))[1:]
-        cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
+        cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
+        estimates = cols[6] if len(cols) > 6 else [""] * len(cols[0])
         return cls(
             t=np.array(cols[0], dtype=float),
             latency=np.array(cols[1], dtype=float),
@@ -34,6 +37,7 @@ class Samples:
             outcome=np.array(cols[3], dtype=str),
             qty=np.array(cols[4], dtype=int),
             order_id=np.array(cols[5], dtype=np.int64),
+            estimate=np.array([float(e) if e else np.nan for e in estimates], dtype=float),
         )
 
     @property

@@ -9,7 +9,7 @@ prints `{"ready": true}` and waits for line 2, a JSON object merged into the spe
 (typically `path` and `start_at`, known only once the event exists). It then runs
 `concurrency` clients, each with its own connection, prints a progress line
 `{"t", "n", "qty", "sold_out"}` every 0.5 s, writes one CSV row per request to
-`samples` and ends with `{"done": true, ...}`.
+`samples` (a 202's `estimated_wait_seconds` with it) and ends with `{"done": true, ...}`.
 
 Spec: base_url, mode ("get" | "buy"), path, tokens, concurrency, max_seconds,
 max_requests, start_at (epoch s), poll (follow 202s to a final status, honouring
@@ -43,7 +43,8 @@ from geventhttpclient import HTTPClient  # noqa: E402
 
 from loadtests.rlimit import raise_open_files_limit  # noqa: E402
 
-COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id"]
+# estimate: the 202's estimated_wait_seconds (accepted purchases only; '' otherwise).
+COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id", "estimate"]
 # A response we cannot classify (5xx, timeouts) is recorded, then the client backs off.
 ERROR_BACKOFF = 0.05
 MAX_RETRY_AFTER = 5.0  # a busy answer's Retry-After is honoured up to this many seconds
@@ -70,8 +71,18 @@ class Run:
             return True
         return time.monotonic() < self.sold_out_at + grace
 
-    def record(self, t, latency, kind, outcome, qty=0, order_id=0) -> None:
-        self.samples.append((f"{t:.4f}", f"{latency:.5f}", kind, outcome, qty, order_id))
+    def record(self, t, latency, kind, outcome, qty=0, order_id=0, estimate=None) -> None:
+        self.samples.append(
+            (
+                f"{t:.4f}",
+                f"{latency:.5f}",
+                kind,
+                outcome,
+                qty,
+                order_id,
+                "" if estimate is None else estimate,
+            )
+        )
 
 
 def _code(body: bytes) -> str:
@@ -174,11 +185,22 @@ class Client:
             order_id = int(
                 response.get("Location", "/orders/0/").rstrip("/").rsplit("/", 1)[-1] or 0
             )
-            if not order_id:
+            estimate = None
+            if status == 202:
+                body = json.loads(payload)
+                order_id = order_id or body["id"]
+                estimate = body.get("estimated_wait_seconds")
+            elif not order_id:
                 order_id = json.loads(payload)["id"]
             run.accepted_qty += qty
             run.record(
-                t, latency, "buy", "accepted" if status == 202 else "confirmed", qty, order_id
+                t,
+                latency,
+                "buy",
+                "accepted" if status == 202 else "confirmed",
+                qty,
+                order_id,
+                estimate,
             )
             if status == 202 and run.spec.get("poll"):
                 delay = float(response.get("Retry-After", "1"))

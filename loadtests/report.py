@@ -135,6 +135,59 @@ def _range(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(low)}–{fmt.format(high)} ({len(values)} runs)"
 
 
+# Issue 10: the place in line, measured on the sale (scenario b).
+LINE_POLLS_GOAL = 1.3
+LINE_SEEN_GOAL_S = 1.0
+LINE_ESTIMATE_GOAL_S = 1.0
+
+
+def _line_goals(results: dict, add) -> None:
+    s = results.get("summary") or {}
+    polls = _get(s, "sale.line.polls_per_accepted_order")
+    add(
+        "line_polls",
+        "Sale: polls per accepted order, buyers honouring Retry-After",
+        f"≤ {LINE_POLLS_GOAL}",
+        polls,
+        f"{polls} polls per order" if polls is not None else "—",
+        LINE_POLLS_GOAL,
+        False,
+        _per_run(results, "sale.line.polls_per_accepted_order"),
+    )
+    seen = _get(s, "sale.line.final_to_seen_p50_s")
+    add(
+        "line_seen",
+        "Sale: final in PostgreSQL → the buyer saw it, p50",
+        f"≤ {LINE_SEEN_GOAL_S:.0f} s",
+        seen,
+        (f"p50 {seen} s, p90 {_get(s, 'sale.line.final_to_seen_p90_s')} s")
+        if seen is not None
+        else "—",
+        LINE_SEEN_GOAL_S,
+        False,
+        _per_run(results, "sale.line.final_to_seen_p50_s"),
+        "{:.2f} s",
+    )
+    error = _get(s, "sale.line.estimate_abs_error_median_s")
+    add(
+        "line_estimate",
+        "Sale: the 202's estimated wait against the actual accept → final time, "
+        "median absolute error",
+        f"≤ {LINE_ESTIMATE_GOAL_S:.0f} s",
+        error,
+        (
+            f"median {error} s, p90 {_get(s, 'sale.line.estimate_abs_error_p90_s')} s; "
+            f"{_get(s, 'sale.line.estimates_null', 0)} of the accepts said null"
+        )
+        if error is not None
+        else "—",
+        LINE_ESTIMATE_GOAL_S,
+        False,
+        _per_run(results, "sale.line.estimate_abs_error_median_s"),
+        "{:.2f} s",
+    )
+
+
 def goals(results: dict) -> list[dict]:
     """Every goal of the run: key, goal, target, measured (median), runs range, verdict."""
     s, scale = results.get("summary") or {}, results.get("scale_out") or {}
@@ -191,6 +244,7 @@ def goals(results: dict) -> list[dict]:
         _per_run(results, "sale.all_final_after_open_s"),
         "{:.1f} s",
     )
+    _line_goals(results, add)
     add_ratio(
         "naive_rps",
         "Queued vs naive: purchase req/s during the sale",
@@ -720,6 +774,13 @@ def _sale_section(s: dict) -> list[str]:
         f"({_get(sale, 'commit.orders_per_batch')}) |",
         f"| Accept → final | p50 {_get(sale, 'commit.accept_to_final_p50_ms')} ms, "
         f"p99 {_get(sale, 'commit.accept_to_final_p99_ms')} ms |",
+        f"| Polls per accepted order | {_get(sale, 'line.polls_per_accepted_order')} |",
+        f"| Final in PostgreSQL → buyer saw it | p50 {_get(sale, 'line.final_to_seen_p50_s')} s, "
+        f"p90 {_get(sale, 'line.final_to_seen_p90_s')} s |",
+        f"| Estimated wait at accept vs actual accept → final, absolute error | median "
+        f"{_get(sale, 'line.estimate_abs_error_median_s')} s, p90 "
+        f"{_get(sale, 'line.estimate_abs_error_p90_s')} s "
+        f"({_get(sale, 'line.estimates_null')} accepts said null) |",
         f"| Errors | {_get(sale, 'errors') or 0} |",
         "",
         LAT_HEAD,

@@ -167,6 +167,8 @@ def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
             total_tickets=10 * len(ctx.buyer_ids), name=f"Poll ({status})"
         )
         final = status == "confirmed"
+        if not final:
+            _line_open(event_id, ctx.buyer_ids[0])
         orders = Order.objects.bulk_create(
             [
                 Order(
@@ -184,6 +186,22 @@ def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
         # tokens[i] belongs to buyer_ids[i]: the loadgen's client reading as buyer i asks for paths[i].
         made[status] = {"event_id": event_id, "paths": [f"/orders/{o.pk}/" for o in orders]}
     return made
+
+
+def _line_open(event_id: int, user_id: int) -> None:
+    """Open the event's line before its rows go in, as its first purchase would (a gate
+    call, given back like a purchase whose insert failed), so that the polls count places
+    from the line as they do for orders accepted through the API; without a line, every
+    poll of these rows would be recounted from PostgreSQL (core/line.py)."""
+    from core import stock
+
+    operation_id = stock.new_operation_id("bench")
+    answer = stock.stock_reserve(
+        event_id=event_id, user_id=user_id, quantity=1, operation_id=operation_id
+    )
+    assert answer.status == "ok", answer
+    stock.stock_release(event_id=event_id, operation_id=operation_id, holdings=[(user_id, 1)])
+    stock.stock_line("skip", event_id=event_id, name=answer.line[0])
 
 
 def scenario_poll(ctx: Context, orders: dict, status: str, *, base_url: str | None = None) -> dict:
@@ -299,6 +317,7 @@ def scenario_sale(
         "errors": errors(samples),
         "drain_after_load_s": round(drain, 2),
         "commit": None if naive_url else _commit_figures(times),
+        "line": None if naive_url else _line_figures(samples, event_id),
         "cpu_cores": raw["cpu_cores"],
         "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
         "pg_lock_waits": raw["pg_lock_waits"],
@@ -313,6 +332,54 @@ def scenario_sale(
             ),
         },
         "_samples": samples,
+    }
+
+
+def _line_figures(samples: Samples, event_id: int) -> dict:
+    """What the place in line bought the buyers (issue 10): polls per accepted order, how
+    long after PostgreSQL made an order final its buyer saw it, and how close the 202's
+    estimated wait came to the actual accept → final time (the client's clock: 202
+    received → finalized_at; both on this machine)."""
+    from core.models import Order
+
+    final_at = {
+        order_id: at.timestamp()
+        for order_id, at in Order.objects.filter(event_id=event_id)
+        .exclude(finalized_at=None)
+        .values_list("id", "finalized_at")
+    }
+    won = samples.mask(kind="buy", outcome="accepted")
+    polls = samples.mask(kind="poll")
+    seen = polls & (samples.outcome != "pending")
+    for prefix in ("error_", "busy_"):
+        seen &= ~np.char.startswith(samples.outcome.astype(str), prefix)
+    first_seen: dict[int, float] = {}
+    for order_id, end in zip(samples.order_id[seen], samples.end[seen], strict=True):
+        first_seen[int(order_id)] = min(end, first_seen.get(int(order_id), end))
+    lag = [first_seen[o] - final_at[o] for o in first_seen if o in final_at]
+    estimate = samples.estimate if samples.estimate is not None else np.full(len(samples.t), np.nan)
+    errors, given = [], 0
+    for order_id, end, guess in zip(
+        samples.order_id[won], samples.end[won], estimate[won], strict=True
+    ):
+        if np.isnan(guess):
+            continue
+        given += 1
+        if int(order_id) in final_at:
+            errors.append(abs(final_at[int(order_id)] - end - guess))
+    accepted = int(won.sum())
+
+    def pct(values, q):
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+    return {
+        "polls_per_accepted_order": round(int(polls.sum()) / accepted, 3) if accepted else None,
+        "final_to_seen_p50_s": pct(lag, 50),
+        "final_to_seen_p90_s": pct(lag, 90),
+        "estimates_given": given,
+        "estimates_null": accepted - given,
+        "estimate_abs_error_median_s": pct(errors, 50),
+        "estimate_abs_error_p90_s": pct(errors, 90),
     }
 
 

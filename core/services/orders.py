@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core.cards import event_card_drop, order_card, order_card_of, order_cards_write
 from core.exceptions import OrderNotCancellableError
+from core.line import line_batch_begin, line_batch_done
 from core.models import Event, Order, Ticket
 from core.selectors import order_get, orders_pending_stale
 from core.stock import new_operation_id, stock_operation_begin, stock_release
@@ -49,6 +50,8 @@ class CommitResult:
     latencies: list[float] = field(default_factory=list)
     # (order id, card) of every order made final, written to Redis after the commit.
     cards: list[tuple[int, str]] = field(default_factory=list)
+    # created_at of every order made final, for the event's line (core/line.py).
+    created: list = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -65,6 +68,8 @@ def orders_commit(
     PostgreSQL decides: orders are confirmed in id order while stock lasts, the rest
     rejected and their reservations given back to the gate. Orders that are already
     final are skipped, so a duplicated or redelivered task changes nothing.
+    The batch is counted in the event's line (core/line.py): one Redis round trip before
+    the transaction, one after.
     """
     limit = limit or settings.ORDER_COMMIT_BATCH_SIZE
     operation_id = new_operation_id("commit")
@@ -73,12 +78,16 @@ def orders_commit(
     stock_operation_begin(event_id=event_id, operation_id=operation_id)
     result, released = CommitResult(), []
     try:
+        batch = line_batch_begin(event_id=event_id, batch_id=operation_id)
         with transaction.atomic():
             result, released = _orders_commit_locked(
                 event_id=event_id, limit=limit, order_ids=order_ids
             )
     finally:
         stock_release(event_id=event_id, operation_id=operation_id, holdings=released)
+    # Not in a finally: a batch that failed stays unfinished in the line, which then
+    # stops trusting its count (its commit may or may not have landed).
+    line_batch_done(batch, created=result.created)
     if result.cards:
         order_cards_write(result.cards)
     return result
@@ -111,6 +120,7 @@ def _orders_commit_locked(
     rejected: dict[str, list[int]] = {}
     for order_id, user_id, quantity, created_at in rows:
         result.latencies.append((now - created_at).total_seconds())
+        result.created.append(created_at)
         reason = _refusal(quantity, available, held, user_id, event.max_tickets_per_user)
         if reason:
             rejected.setdefault(reason, []).append(order_id)

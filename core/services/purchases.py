@@ -2,6 +2,7 @@
 
 import logging
 import select
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from core import stock
+from core import line, stock
 from core.cards import order_card_fill, order_card_of
 from core.exceptions import (
     DatabaseUnavailableError,
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 class PurchaseResult:
     order: Order
     replayed: bool = False
+    # While the order is pending: its place in the event's line (core/line.py); None
+    # when the line cannot tell without another query.
+    position: int | None = None
+    estimated_wait_seconds: float | None = None
 
 
 def purchase_request(
@@ -54,7 +59,8 @@ def purchase_request(
     over the per-user limit, sale not open) is decided by one Redis call and touches
     neither PostgreSQL nor the queue. Once stock is reserved, a failure gives it back
     before the error reaches the caller (unless the order insert's own outcome is
-    unknown: see `_record_order`). An accept costs one INSERT and two Redis round trips.
+    unknown: see `_record_order`). An accept costs one INSERT and two Redis round trips
+    The accept's place in the event's line comes with the reservation.
     """
     fingerprint = f"{event_id}:{quantity}"
     idem_key = (
@@ -73,9 +79,11 @@ def purchase_request(
         rate=rate,
     )
     if answer.status == "replay":
-        return _replay(stored=str(answer.value), fingerprint=fingerprint, user_id=user_id)
+        return _placed(_replay(stored=str(answer.value), fingerprint=fingerprint, user_id=user_id))
     _raise_refusal(answer)
 
+    queue, number = line.line_of(answer.line), int(answer.line[1])
+    place = (queue.name, number)
     result = _record_order(
         event_id=event_id,
         user_id=user_id,
@@ -84,15 +92,44 @@ def purchase_request(
         operation_id=operation_id,
         idem_key=idem_key,
         fingerprint=fingerprint,
+        line_name=queue.name,
     )
     if result.replayed:
-        return result
+        return _placed(result)
     order = result.order
+    position = queue.position(name=queue.name, number=number, now=time.time())
     _schedule_commit(
-        order=order, operation_id=operation_id, idem_key=idem_key, fingerprint=fingerprint
+        order=order,
+        operation_id=operation_id,
+        idem_key=idem_key,
+        fingerprint=fingerprint,
+        place=place,
     )
     logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
-    return PurchaseResult(order=order)
+    wait = None if position is None else line.wait_estimate(queue, position=position)
+    return PurchaseResult(order=order, position=position, estimated_wait_seconds=wait)
+
+
+def _placed(result: PurchaseResult) -> PurchaseResult:
+    """A replayed order with its place in line, counted again (replays are rare)."""
+    order = result.order
+    if order.status != Order.Status.PENDING:
+        return result
+    placed = line.order_place(order_id=order.pk, place=f"{order.event_id}::0")
+    return PurchaseResult(
+        order=order,
+        replayed=True,
+        position=placed.position,
+        estimated_wait_seconds=placed.estimate,
+    )
+
+
+def _line_note(mode: str, *, event_id: int, name: str) -> None:
+    """Tell the line about a number that recorded no order ('skip') or may have ('doubt')."""
+    try:
+        stock.stock_line(mode, event_id=event_id, name=name)
+    except redis.RedisError:
+        logger.warning("line not updated: Redis unavailable", extra={"event_id": event_id})
 
 
 def _record_order(
@@ -104,18 +141,21 @@ def _record_order(
     operation_id: str,
     idem_key: str,
     fingerprint: str,
+    line_name: str,
 ) -> PurchaseResult:
     """Insert the pending order for a reservation, giving the stock back if that fails.
 
     When the connection breaks during the insert itself, the order may or may not have
     been committed: the reservation is then kept (the gate errs towards refusing) and
     reconciliation settles it; a retry with the same Idempotency-Key finds the order.
+    The line then cannot count it either, and is trusted no more.
     """
 
     def end_operation(holdings: list[tuple[int, int]]) -> None:
         stock.stock_release(
             event_id=event_id, operation_id=operation_id, holdings=holdings, idem_key=idem_key
         )
+        _line_note("skip" if holdings else "doubt", event_id=event_id, name=line_name)
 
     try:
         _drop_connection_closed_by_server()
@@ -267,7 +307,9 @@ def _replay_from_database(
     return PurchaseResult(order=existing, replayed=True)
 
 
-def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerprint: str) -> None:
+def _schedule_commit(
+    *, order: Order, operation_id: str, idem_key: str, fingerprint: str, place: tuple[str, int]
+) -> None:
     """Hand the (committed) order to the workers: one drain task per event at a time.
 
     If the queue cannot take it, the order is rejected and its stock given back, so the
@@ -283,7 +325,8 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
         if idem_key:
             pipe.set(idem_key, f"o:{order.pk}:{fingerprint}", keepttl=True)
         pipe.zrem(stock.inflight_key(event_id), operation_id)
-        order_card_fill(order_id=order.pk, card=order_card_of(order), pipe=pipe)
+        card = order_card_of(order, place=f"{event_id}:{place[0]}:{place[1]}")
+        order_card_fill(order_id=order.pk, card=card, pipe=pipe)
         pipe.set(stock.drain_flag_key(event_id), 1, nx=True, ex=stock.DRAIN_FLAG_SECONDS)
         must_publish = pipe.execute()[-1]
     except redis.RedisError:
@@ -306,6 +349,7 @@ def _schedule_commit(*, order: Order, operation_id: str, idem_key: str, fingerpr
         if not abandoned:
             return  # the message got through after all and a worker made it final
         _release_quietly(order=order, operation_id=operation_id, idem_key=idem_key)
+        _line_note("skip", event_id=event_id, name=place[0])
         raise QueueUnavailableError() from exc
 
 

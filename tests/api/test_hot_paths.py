@@ -1,8 +1,9 @@
 """The lean hot endpoints: what they answer from Redis, and what each request costs.
 
 Redis round trips are counted like SQL queries: the number per request is part of the
-contract of a hot path (one for a refusal, two for an accept, one for a poll or an
-event read answered from its card).
+contract of a hot path (one for a refusal, two for an accept, one for a final order's
+poll or an event read answered from its card, two for a pending order's poll: its card,
+then its event's line).
 """
 
 import json
@@ -83,7 +84,10 @@ def test_an_accept_is_one_insert_and_two_redis_round_trips(buyer_client, event):
 def test_the_accept_answers_the_order_as_the_serializer_shapes_it(buyer_client, event):
     response = buy(buyer_client, event, 2)
     order = Order.objects.get(pk=response.json()["id"])
+    # The place in line is the gate's (tests/api/test_line.py); the serializer renders it.
+    order.position, order.estimated_wait_seconds = 0, response.json()["estimated_wait_seconds"]
     assert response.json() == rendered(OrderOutputSerializer(order).data)
+    assert list(response.json())[-2:] == ["position", "estimated_wait_seconds"]
     assert response["Location"] == f"/orders/{order.pk}/"
 
 
@@ -95,7 +99,8 @@ def test_a_poll_of_a_fresh_order_is_answered_from_redis(
         response = buyer_client.get(f"/orders/{order_id}/")
     assert response.status_code == 200
     assert response.json()["status"] == "pending" and response["Retry-After"]
-    assert len(sent) == 1
+    assert response.json()["position"] == 0
+    assert len(sent) == 2  # the card, then the event's line
 
 
 def test_a_poll_sees_the_commit_at_once_and_matches_the_database(
@@ -104,10 +109,11 @@ def test_a_poll_sees_the_commit_at_once_and_matches_the_database(
     order_id = buy(buyer_client, event).json()["id"]
     buyer_client.get(f"/orders/{order_id}/")
     orders_commit(event_id=event.pk)
-    with django_assert_num_queries(0):
+    with redis_round_trips() as sent, django_assert_num_queries(0):
         response = buyer_client.get(f"/orders/{order_id}/")
     assert response.json()["status"] == "confirmed"
     assert "Retry-After" not in response
+    assert len(sent) == 1
     assert response.json() == rendered(OrderOutputSerializer(Order.objects.get(pk=order_id)).data)
 
 

@@ -48,6 +48,14 @@ def _run(health: float = 2000.0) -> dict:
         "purchase_rps_in_sale_window": 900.0,
         "purchase_latency_in_sale_window": {"p99_ms": 100.0},
         "api_cpu_ms_per_request": 1.0,
+        "line": {
+            "polls_per_accepted_order": 1.1,
+            "final_to_seen_p50_s": 0.6,
+            "final_to_seen_p90_s": 0.9,
+            "estimates_null": 0,
+            "estimate_abs_error_median_s": 0.4,
+            "estimate_abs_error_p90_s": 0.8,
+        },
     }
     naive = {
         "purchase_rps_in_sale_window": 300.0,
@@ -127,6 +135,17 @@ def test_every_goal_of_issue_9_has_a_row_and_all_pass_on_a_run_that_meets_them()
 
     assert ISSUE_9_GOALS <= {row["key"] for row in rows}
     assert [row["key"] for row in rows if row["verdict"] != "PASS"] == []
+
+
+def test_the_line_goals_of_issue_10_have_rows_and_a_missed_one_says_by_how_much():
+    slow = _run()
+    slow["sale"]["line"]["estimate_abs_error_median_s"] = 2.0
+    rows = report.goals(_results([slow]))
+    keys = {row["key"]: row for row in rows}
+    assert {"line_polls", "line_seen", "line_estimate"} <= set(keys)
+    assert keys["line_polls"]["verdict"] == keys["line_seen"]["verdict"] == "PASS"
+    assert keys["line_estimate"]["verdict"] == "MISS"
+    assert "Polls per accepted order | 1.1" in report.markdown(_results([slow]))
 
 
 def test_no_limits_section_when_every_goal_is_met():

@@ -9,7 +9,7 @@ from core.ops import queue_summary
 
 
 class Command(BaseCommand):
-    help = "Print queue depths, pending orders, live workers and gate agreement."
+    help = "Print queue depths, pending orders, live workers, gate agreement and lines."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -49,5 +49,9 @@ class Command(BaseCommand):
             lines.append(
                 f"event {row['event']:>6} gate {row['gate_remaining']!s:>8} "
                 f"database {row['database_remaining']:>8}  {flag}"
+            )
+            lines.append(
+                f"             line {row['line_length']:>8} waiting, oldest "
+                f"{row['oldest_waiting_seconds']}s, served {row['served_per_second']}/s"
             )
         return "\n".join(lines)
