@@ -23,6 +23,9 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 _LUA_DIR = Path(__file__).resolve().parent
 # An operation older than this is taken to have died; reconciliation stops waiting for it.
@@ -33,26 +36,63 @@ INFLIGHT_STALE_SECONDS = 60
 DRAIN_FLAG_SECONDS = 10
 
 
+def get_redis() -> redis.Redis | RedisCluster:
+    """Return the process-wide client of REDIS_URL: a RedisCluster for `redis+cluster://`.
+
+    Every Redis use of the product goes through here. On a cluster, each multi-key call
+    (a script, a MULTI pipeline) names keys of one hash tag only; a plain pipeline may
+    mix slots (RedisCluster splits it per node).
+    """
+    return _client(settings.REDIS_URL)
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
+
+
 @cache
-def get_redis() -> redis.Redis:
-    """Return the process-wide client (redis-py resets its pool after a fork)."""
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        decode_responses=True,
+def _client(url: str) -> redis.Redis | RedisCluster:
+    # One pooled client per process and URL (redis-py resets its pools after a fork).
+    options = {
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 30,
+        "decode_responses": True,
+    }
+    if not is_cluster_url(url):
+        return redis.Redis.from_url(url, **options)
+    # A node that is down answers "connection refused" at once; two quick retries (each
+    # re-reads the slot map) follow a failover, and a slot whose node is gone for good
+    # fails in milliseconds: a purchase answers 503 instead of waiting (redis-py's
+    # default is 10 retries with up to 1 s between them).
+    return RedisCluster.from_url(
+        url.replace("+cluster", "", 1),
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+        **options,
     )
 
 
+def redis_slot_owner(key: str) -> str:
+    """`host:port` of the cluster node serving `key` ("" on a single Redis)."""
+    client = get_redis()
+    if not isinstance(client, RedisCluster):
+        return ""
+    return client.get_node_from_key(key).name
+
+
 @cache
-def _script(name: str):
-    return get_redis().register_script((_LUA_DIR / f"stock_{name}.lua").read_text())
+def _script(name: str, url: str):
+    return _client(url).register_script((_LUA_DIR / f"stock_{name}.lua").read_text())
 
 
 def _keys(event_id: int) -> tuple[str, str, str]:
     base = f"gate:{{ev:{event_id}}}"
     return base, f"{base}:buyers", f"{base}:inflight"
+
+
+def _given_or_absent(key: str, event_id: int) -> str:
+    # An optional key a script does not use, named in the event's slot (see stock_reserve.lua).
+    return key or f"{_keys(event_id)[0]}:-"
 
 
 def idempotency_key(*, event_id: int, user_id: int, key: str) -> str:
@@ -119,8 +159,12 @@ def stock_reserve(
     if rate:
         allowed, period = rate
         counter = rate_key(event_id=event_id, user_id=user_id, window=int(now // period))
-    status, value = _script("reserve")(
-        keys=[*_keys(event_id), idem_key, counter],
+    status, value = _script("reserve", settings.REDIS_URL)(
+        keys=[
+            *_keys(event_id),
+            _given_or_absent(idem_key, event_id),
+            _given_or_absent(counter, event_id),
+        ],
         args=[
             user_id,
             quantity,
@@ -148,13 +192,15 @@ def stock_release(
     args: list = [operation_id]
     for user_id, quantity in holdings:
         args += [user_id, quantity]
-    _script("release")(keys=[*_keys(event_id), idem_key], args=args)
+    _script("release", settings.REDIS_URL)(
+        keys=[*_keys(event_id), _given_or_absent(idem_key, event_id)], args=args
+    )
 
 
 def stock_operation_begin(*, event_id: int, operation_id: str, delta: int = 0) -> GateAnswer:
     """Mark an operation in flight, taking `-delta` tickets out first when delta < 0."""
     gate, _, inflight = _keys(event_id)
-    status, value = _script("adjust")(
+    status, value = _script("adjust", settings.REDIS_URL)(
         keys=[gate, inflight], args=[min(delta, 0), operation_id, "begin", "", "", ""]
     )
     return GateAnswer(status, value)
@@ -170,7 +216,7 @@ def stock_operation_end(
     """End an operation, adding `delta` tickets and storing a new sale window/limit."""
     gate, _, inflight = _keys(event_id)
     starts, ends, limit = window if window else ("", "", "")
-    status, value = _script("adjust")(
+    status, value = _script("adjust", settings.REDIS_URL)(
         keys=[gate, inflight], args=[delta, operation_id, "end", starts, ends, limit]
     )
     return GateAnswer(status, value)
@@ -179,7 +225,7 @@ def stock_operation_end(
 def stock_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None = None) -> bool:
     """Write the gate from `snapshot`: when missing (init) or unchanged since `expected_seq`."""
     mode = "init" if expected_seq is None else "reconcile"
-    written = _script("load")(
+    written = _script("load", settings.REDIS_URL)(
         keys=list(_keys(event_id)), args=[mode, expected_seq or "", *snapshot.as_args()]
     )
     return bool(written)

@@ -2,9 +2,11 @@
 
 import itertools
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.utils import timezone
+from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -12,22 +14,48 @@ from api.serializers import role_claims
 from core.models import Event, User
 from core.services.users import REVOCATIONS_KEY
 from core.stock import get_redis
+from loadtests.redis_cluster import RedisClusterNodes
 
 _names = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A three-node Redis Cluster of this test session's own (started on first use)."""
+    nodes = RedisClusterNodes().start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def redis_topology(request, settings) -> str:
+    """'single' (REDIS_URL) or, parametrized indirectly, 'cluster': REDIS_URL then names
+    the session's cluster, for this process and the live processes a test starts."""
+    topology = getattr(request, "param", "single")
+    if topology == "cluster":
+        settings.REDIS_URL = request.getfixturevalue("redis_cluster").url
+    return topology
+
+
 @pytest.fixture(autouse=True)
-def redis_db():
-    """Give every test an empty Redis database of its own number (never FLUSHALL)."""
+def redis_db(redis_topology):
+    """Give every test an empty Redis database of its own number (never FLUSHALL).
+
+    On the cluster (the session's own, all of it), every primary is flushed.
+    """
     client = get_redis()
-    number = client.connection_pool.connection_kwargs.get("db", 0)
-    assert number != 0, "tests must not run against Redis database 0"
-    client.flushdb()
+    if isinstance(client, RedisCluster):
+        flush = partial(client.flushdb, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        number = client.connection_pool.connection_kwargs.get("db", 0)
+        assert number != 0, "tests must not run against Redis database 0"
+        flush = client.flushdb
+    flush()
     # The test database starts with no revocation: say so, as a warm system would have
     # it, so that query counts measure the request and not the cache's first load.
     client.hset(REVOCATIONS_KEY, "_loaded", 1)
     yield client
-    client.flushdb()
+    flush()
 
 
 def token_for(user: User) -> str:
