@@ -72,6 +72,15 @@ def _client(url: str) -> redis.Redis | RedisCluster:
     )
 
 
+def _clients_forget() -> None:
+    """Drop every client and script built so far (their pools close with them)."""
+    _client.cache_clear()
+    _script.cache_clear()
+
+
+get_redis.cache_clear = _clients_forget  # as when get_redis itself was the cached function
+
+
 def redis_slot_owner(key: str) -> str:
     """`host:port` of the cluster node serving `key` ("" on a single Redis)."""
     client = get_redis()

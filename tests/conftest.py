@@ -1,10 +1,15 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database) and real Redis."""
 
 import itertools
+import os
+import shutil
+import socket
+import subprocess
 from datetime import timedelta
 from functools import partial
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
@@ -25,6 +30,39 @@ def redis_cluster():
     nodes = RedisClusterNodes().start()
     yield nodes
     nodes.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url():
+    """CELERY_BROKER_URL of a RabbitMQ vhost of this suite's own (127.0.0.1:5672,
+    guest/guest), deleted with its queues at the end. Skipped when RabbitMQ does not
+    answer, unless REQUIRE_RABBITMQ=1 (CI), which fails instead."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        if os.environ.get("REQUIRE_RABBITMQ") == "1":
+            raise
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
+    vhost = os.environ.get("TEST_DATABASE_NAME", "test_ticketing")
+    ctl = shutil.which("rabbitmqctl")
+    made = ctl and subprocess.run([ctl, "add_vhost", vhost], capture_output=True).returncode == 0
+    if made:
+        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True)  # fmt: skip
+    else:  # no rabbitmqctl here (RabbitMQ elsewhere): the default vhost
+        vhost = ""
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    if made:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture
+def celery_broker(request) -> str:
+    """CELERY_BROKER_URL for the live processes: 'redis' (the tests' single Redis) or,
+    parametrized indirectly, 'rabbitmq'."""
+    if getattr(request, "param", "redis") == "rabbitmq":
+        return request.getfixturevalue("rabbitmq_url")
+    return settings.CELERY_BROKER_URL
 
 
 @pytest.fixture
