@@ -6,9 +6,9 @@ import shutil
 import socket
 import subprocess
 from datetime import timedelta
-from functools import partial
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 from redis.cluster import RedisCluster
@@ -68,8 +68,11 @@ def celery_broker(request) -> str:
 @pytest.fixture
 def redis_topology(request, settings) -> str:
     """'single' (REDIS_URL) or, parametrized indirectly, 'cluster': REDIS_URL then names
-    the session's cluster, for this process and the live processes a test starts."""
-    topology = getattr(request, "param", "single")
+    the session's cluster, for this process and the live processes a test starts.
+
+    TEST_REDIS_TOPOLOGY=cluster makes 'cluster' the default of every test.
+    """
+    topology = getattr(request, "param", os.environ.get("TEST_REDIS_TOPOLOGY", "single"))
     if topology == "cluster":
         settings.REDIS_URL = request.getfixturevalue("redis_cluster").url
     return topology
@@ -83,7 +86,11 @@ def redis_db(redis_topology):
     """
     client = get_redis()
     if isinstance(client, RedisCluster):
-        flush = partial(client.flushdb, target_nodes=RedisCluster.PRIMARIES)
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)  # the tests' single Redis
+
+        def flush():
+            client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+            broker.flushdb()
     else:
         number = client.connection_pool.connection_kwargs.get("db", 0)
         assert number != 0, "tests must not run against Redis database 0"
