@@ -93,7 +93,7 @@ REDIS_CLUSTER = REDIS_URL.split("://", 1)[0] in ("redis+cluster", "rediss+cluste
 # Django's RedisCache speaks to one Redis only. Nothing in the product reads Django's
 # cache (the hot reads use core/cards.py), so on a cluster it stays in process memory
 # unless CACHE_URL names a single Redis.
-CACHE_URL = env.str("CACHE_URL", default="" if REDIS_CLUSTER else REDIS_URL)
+CACHE_URL = env.str("CACHE_URL", default="") or ("" if REDIS_CLUSTER else REDIS_URL)
 if CACHE_URL.split("://", 1)[0].endswith("+cluster"):
     raise ImproperlyConfigured("CACHE_URL must name a single Redis, not a cluster.")
 CACHES = {
@@ -257,7 +257,8 @@ if DEBUG:
 # --- Celery -----------------------------------------------------------------------
 # The broker: the Redis of REDIS_URL by default, or RabbitMQ (`amqp://...`). kombu has no
 # Redis Cluster transport, so a cluster REDIS_URL needs a broker of its own.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="" if REDIS_CLUSTER else REDIS_URL)
+# (Empty counts as unset: docker-compose passes the variable through either way.)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or ("" if REDIS_CLUSTER else REDIS_URL)
 if not CELERY_BROKER_URL or CELERY_BROKER_URL.split("://", 1)[0].endswith("+cluster"):
     raise ImproperlyConfigured(
         "REDIS_URL names a Redis Cluster, which cannot be Celery's broker: set "
