@@ -23,6 +23,8 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
@@ -36,12 +38,15 @@ INFLIGHT_STALE_SECONDS = 60
 DRAIN_FLAG_SECONDS = 10
 
 
+@cache
 def get_redis() -> redis.Redis | RedisCluster:
     """Return the process-wide client of REDIS_URL: a RedisCluster for `redis+cluster://`.
 
     Every Redis use of the product goes through here. On a cluster, each multi-key call
     (a script, a MULTI pipeline) names keys of one hash tag only; a plain pipeline may
-    mix slots (RedisCluster splits it per node).
+    mix slots (RedisCluster splits it per node). Cached: a lookup of settings.REDIS_URL
+    per call cost 1.2 us, several times per request; a changed REDIS_URL (tests,
+    override_settings) drops the client through `redis_clients_forget`.
     """
     return _client(settings.REDIS_URL)
 
@@ -50,9 +55,8 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
 
 
-@cache
 def _client(url: str) -> redis.Redis | RedisCluster:
-    # One pooled client per process and URL (redis-py resets its pools after a fork).
+    # One pooled client per process (redis-py resets its pools after a fork).
     options = {
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
@@ -72,13 +76,25 @@ def _client(url: str) -> redis.Redis | RedisCluster:
     )
 
 
-def _clients_forget() -> None:
-    """Drop every client and script built so far (their pools close with them)."""
-    _client.cache_clear()
+@cache
+def _script(name: str):
+    return get_redis().register_script((_LUA_DIR / f"stock_{name}.lua").read_text())
+
+
+def redis_clients_forget() -> None:
+    """Drop the client and the scripts bound to it (the next call builds them anew)."""
+    _get_redis_cache_clear()
     _script.cache_clear()
 
 
-get_redis.cache_clear = _clients_forget  # as when get_redis itself was the cached function
+_get_redis_cache_clear = get_redis.cache_clear
+get_redis.cache_clear = redis_clients_forget  # callers that clear the client clear its scripts
+
+
+@receiver(setting_changed)
+def _redis_url_changed(*, setting: str, **kwargs) -> None:
+    if setting == "REDIS_URL":
+        redis_clients_forget()
 
 
 def redis_slot_owner(key: str) -> str:
@@ -87,11 +103,6 @@ def redis_slot_owner(key: str) -> str:
     if not isinstance(client, RedisCluster):
         return ""
     return client.get_node_from_key(key).name
-
-
-@cache
-def _script(name: str, url: str):
-    return _client(url).register_script((_LUA_DIR / f"stock_{name}.lua").read_text())
 
 
 def _keys(event_id: int) -> tuple[str, str, str]:
@@ -168,7 +179,7 @@ def stock_reserve(
     if rate:
         allowed, period = rate
         counter = rate_key(event_id=event_id, user_id=user_id, window=int(now // period))
-    status, value = _script("reserve", settings.REDIS_URL)(
+    status, value = _script("reserve")(
         keys=[
             *_keys(event_id),
             _given_or_absent(idem_key, event_id),
@@ -201,15 +212,13 @@ def stock_release(
     args: list = [operation_id]
     for user_id, quantity in holdings:
         args += [user_id, quantity]
-    _script("release", settings.REDIS_URL)(
-        keys=[*_keys(event_id), _given_or_absent(idem_key, event_id)], args=args
-    )
+    _script("release")(keys=[*_keys(event_id), _given_or_absent(idem_key, event_id)], args=args)
 
 
 def stock_operation_begin(*, event_id: int, operation_id: str, delta: int = 0) -> GateAnswer:
     """Mark an operation in flight, taking `-delta` tickets out first when delta < 0."""
     gate, _, inflight = _keys(event_id)
-    status, value = _script("adjust", settings.REDIS_URL)(
+    status, value = _script("adjust")(
         keys=[gate, inflight], args=[min(delta, 0), operation_id, "begin", "", "", ""]
     )
     return GateAnswer(status, value)
@@ -225,7 +234,7 @@ def stock_operation_end(
     """End an operation, adding `delta` tickets and storing a new sale window/limit."""
     gate, _, inflight = _keys(event_id)
     starts, ends, limit = window if window else ("", "", "")
-    status, value = _script("adjust", settings.REDIS_URL)(
+    status, value = _script("adjust")(
         keys=[gate, inflight], args=[delta, operation_id, "end", starts, ends, limit]
     )
     return GateAnswer(status, value)
@@ -234,7 +243,7 @@ def stock_operation_end(
 def stock_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None = None) -> bool:
     """Write the gate from `snapshot`: when missing (init) or unchanged since `expected_seq`."""
     mode = "init" if expected_seq is None else "reconcile"
-    written = _script("load", settings.REDIS_URL)(
+    written = _script("load")(
         keys=list(_keys(event_id)), args=[mode, expected_seq or "", *snapshot.as_args()]
     )
     return bool(written)

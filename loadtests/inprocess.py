@@ -211,6 +211,7 @@ def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
     """Each endpoint on the single Redis, then on a Redis Cluster: CPU and wall µs."""
     from django.conf import settings
 
+    from core.stock import redis_clients_forget
     from loadtests.redis_cluster import RedisClusterNodes
 
     rows = {}
@@ -221,6 +222,7 @@ def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
         if topology == "single":
             cluster = RedisClusterNodes().start()
             settings.REDIS_URL = cluster.url
+            redis_clients_forget()
     cluster.stop()
     lines = [
         "| endpoint | CPU µs single | CPU µs cluster | CPU + | wall µs single | wall µs cluster |",

@@ -454,6 +454,7 @@ def _scale_out_engines(broker: str, topology: str):
     from celery import Celery
     from django.conf import settings
 
+    from core.stock import redis_clients_forget
     from loadtests.rabbitmq import rabbitmq_vhost
     from loadtests.redis_cluster import RedisClusterNodes
     from workers.celery import broker_options
@@ -468,6 +469,8 @@ def _scale_out_engines(broker: str, topology: str):
             env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq_vhost(DB_NAME))
         saved = settings.REDIS_URL
         settings.REDIS_URL = env.get("REDIS_URL", saved)
+        redis_clients_forget()
+        stack.callback(redis_clients_forget)
         stack.callback(setattr, settings, "REDIS_URL", saved)
         broker_url = env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
         publisher = Celery("bench-publisher", broker=broker_url)

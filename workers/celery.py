@@ -5,7 +5,7 @@ import os
 
 import redis
 from celery import Celery, bootsteps, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -46,8 +46,16 @@ def broker_options(broker_url: str) -> dict:
         # native delayed delivery (topic exchanges) counts whole seconds only and
         # refuses the drain's 0.1 s countdown, so a worker holds a delayed drain until
         # its ETA, as it does on Redis.
+        # Each queue its own exchange and routing key: a Queue without them gets
+        # Celery's default exchange and key ("default"), which on RabbitMQ binds both
+        # queues to one key and delivers every message to both.
         queues = [
-            Queue(name, queue_arguments={"x-queue-type": "quorum"})
+            Queue(
+                name,
+                Exchange(name, type="direct"),
+                routing_key=name,
+                queue_arguments={"x-queue-type": "quorum"},
+            )
             for name in (PURCHASES_QUEUE, DEFAULT_QUEUE)
         ]
         # A publish returns once RabbitMQ has the message (publisher confirms): the 202
