@@ -432,7 +432,10 @@ def _drain_timed(ctx: Context, publish, event_ids: list[int], label: str, k: int
     with tqdm(total=1, desc=f"drain {label:<20}", bar_format="{desc} [{elapsed}]", file=sys.stdout):
         waited = wait_until_final(event_ids, timeout=120)
     orders = Order.objects.filter(event_id__in=event_ids)
-    last = orders.aggregate(m=Max("finalized_at"))["m"].timestamp()
+    last = orders.aggregate(m=Max("finalized_at"))["m"]
+    if last is None:
+        raise InvariantError(f"scale-out {label}: no order became final in {waited:.0f} s")
+    last = last.timestamp()
     count = orders.count()
     return {
         "processes": k,
@@ -476,10 +479,16 @@ def _scale_out_engines(broker: str, topology: str):
         publisher = Celery("bench-publisher", broker=broker_url)
         publisher.conf.update(broker_options(broker_url), task_default_queue="default")
         stack.callback(publisher.close)
+        # An explicit connection: Celery prefers the CELERY_BROKER_URL environment
+        # variable (this process's own broker) to the app's `broker` argument.
+        connection = stack.enter_context(publisher.connection_for_write(broker_url))
 
         def publish(event_id: int) -> None:
             publisher.send_task(
-                "workers.tasks.event_orders_commit", args=[event_id], queue="purchases"
+                "workers.tasks.event_orders_commit",
+                args=[event_id],
+                queue="purchases",
+                connection=connection,
             )
 
         yield env, publish
