@@ -13,11 +13,14 @@ import time
 from datetime import timedelta
 from functools import cache
 
+import amqp.exceptions
+import kombu
 import redis
 from django.conf import settings
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from core.line import line_parse_log, served_rate
 from core.models import Order
@@ -44,12 +47,34 @@ def _broker(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
+def _on_rabbitmq(url: str) -> bool:
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
 def queue_depths() -> dict[str, int]:
-    """Messages waiting in each queue (the Redis broker keeps a queue as a list)."""
-    pipe = _broker(settings.CELERY_BROKER_URL).pipeline(transaction=False)
+    """Messages waiting in each queue (Redis keeps a queue as a list; RabbitMQ counts
+    the ready messages of each, which a passive declare returns)."""
+    url = settings.CELERY_BROKER_URL
+    if _on_rabbitmq(url):
+        return _rabbitmq_queue_depths(url)
+    pipe = _broker(url).pipeline(transaction=False)
     for queue in QUEUES:
         pipe.llen(queue)
     return dict(zip(QUEUES, pipe.execute(), strict=True))
+
+
+def _rabbitmq_queue_depths(url: str) -> dict[str, int]:
+    """One connection per call: an operator's read, seconds apart, not the hot path."""
+    depths = {}
+    with kombu.Connection(url, connect_timeout=2) as conn:
+        channel = conn.default_channel
+        for queue in QUEUES:
+            try:
+                depths[queue] = channel.queue_declare(queue, passive=True).message_count
+            except conn.channel_errors:  # not declared yet: no worker has started
+                depths[queue] = 0
+                channel = conn.channel()  # a failed passive declare closes the channel
+    return depths
 
 
 def workers_alive() -> list[str]:
@@ -85,9 +110,10 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
 
     PostgreSQL's figures are event_gate_snapshot's (total - sold - pending) and the
     pending orders, for every event in one query; the gates and their served logs come
-    in one Redis round trip: the cost does not grow with the number of events. A
-    difference while orders are in flight is normal for a moment; one that stays across
-    reconciliations is not.
+    in one Redis round trip (on a cluster, one per node: RedisCluster splits the plain
+    pipeline by slot owner, never sending a cross-slot command): the cost does not grow
+    with the number of events. A difference while orders are in flight is normal for a
+    moment; one that stays across reconciliations is not.
     """
     waiting = Q(orders__status=Order.Status.PENDING)
     events = list(
@@ -133,7 +159,7 @@ def queue_summary(*, events_limit: int = 50) -> dict:
     """Everything above in one document (the /ops/queues/ body and `manage.py queues`)."""
     try:
         depths = queue_depths()
-    except redis.RedisError as exc:
+    except (redis.RedisError, OSError, KombuError, amqp.exceptions.AMQPError) as exc:
         depths = {"error": type(exc).__name__}
     try:
         gate = gate_agreement(limit=events_limit)

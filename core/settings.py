@@ -86,13 +86,23 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The gate, cards, throttles, revocations, locks and worker announcements all go through
+# core.stock.get_redis. `redis+cluster://host:port` (any one node) selects Redis Cluster.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_CLUSTER = REDIS_URL.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
+# Django's RedisCache speaks to one Redis only. Nothing in the product reads Django's
+# cache (the hot reads use core/cards.py), so on a cluster it stays in process memory
+# unless CACHE_URL names a single Redis.
+CACHE_URL = env.str("CACHE_URL", default="") or ("" if REDIS_CLUSTER else REDIS_URL)
+if CACHE_URL.split("://", 1)[0].endswith("+cluster"):
+    raise ImproperlyConfigured("CACHE_URL must name a single Redis, not a cluster.")
 CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "cache",
-    }
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+    | {"KEY_PREFIX": "cache"}
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -245,7 +255,16 @@ if DEBUG:
     MIDDLEWARE = [*MIDDLEWARE, "api.debug.DebugJsonErrorsMiddleware"]
 
 # --- Celery -----------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# The broker: the Redis of REDIS_URL by default, or RabbitMQ (`amqp://...`). kombu has no
+# Redis Cluster transport, so a cluster REDIS_URL needs a broker of its own.
+# (Empty counts as unset: docker-compose passes the variable through either way.)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or ("" if REDIS_CLUSTER else REDIS_URL)
+if not CELERY_BROKER_URL or CELERY_BROKER_URL.split("://", 1)[0].endswith("+cluster"):
+    raise ImproperlyConfigured(
+        "REDIS_URL names a Redis Cluster, which cannot be Celery's broker: set "
+        "CELERY_BROKER_URL to RabbitMQ (amqp://user:password@host:5672/vhost) or to a "
+        "single Redis (redis://host:6379/1)."
+    )
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -1,5 +1,6 @@
 -- Give reserved or sold tickets back to the gate and end an operation.
--- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none)
+-- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' or
+--       KEYS[1] .. ':-' = none; see stock_reserve.lua)
 -- ARGV: 1 operation id, then pairs of (user id, quantity).
 -- A lost gate is left missing: its rebuild from PostgreSQL already counts these tickets.
 local exists = redis.call('EXISTS', KEYS[1]) == 1
@@ -14,5 +15,5 @@ if exists then
   redis.call('HINCRBY', KEYS[1], 'seq', 1)
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
-if KEYS[4] ~= '' then redis.call('DEL', KEYS[4]) end
+if KEYS[4] ~= '' and KEYS[4] ~= KEYS[1] .. ':-' then redis.call('DEL', KEYS[4]) end
 return exists and 1 or 0

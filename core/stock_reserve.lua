@@ -1,7 +1,9 @@
 -- Reserve tickets for one purchase request, atomically.
 -- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none),
 --       5 the buyer's request counter for this rate window ('' = no rate limit),
---       6 the event's served log, 7 its commit batches in progress (core/stock_line.lua)
+--       6 the event's served log, 7 its commit batches in progress (core/stock_line.lua);
+--       an absent key 4 or 5 may also come as KEYS[1] .. ':-' (Redis Cluster wants
+--       every key of a script in one slot, and '' hashes to slot 0)
 -- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
 --       5 request fingerprint, 6 idempotency TTL (s), 7 requests allowed per window,
 --       8 window length (s)
@@ -12,15 +14,17 @@
 -- by the first accept on this gate and named after its operation id.
 local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'line')
 if not gate[1] then return {'missing', 0} end
+local absent = {[''] = true, [KEYS[1] .. ':-'] = true}
 -- The rate limit is counted here, in the same round trip as the stock check, and
 -- before it: every request counts, refusals and replays included (a missing gate is
 -- rebuilt and asked again, so that first answer does not count).
-if KEYS[5] ~= '' then
+if not absent[KEYS[5]] then
   local seen = redis.call('INCR', KEYS[5])
   if seen == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[8])) end
   if seen > tonumber(ARGV[7]) then return {'throttled', 0} end
 end
 local idem = KEYS[4]
+if absent[idem] then idem = '' end
 if idem ~= '' then
   local stored = redis.call('GET', idem)
   if stored then return {'replay', stored} end

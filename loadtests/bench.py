@@ -4,6 +4,7 @@
                               [--duration 6] [--backlog 20000] [--runs 1] [--out docs/benchmarks]
                               [--baseline df71965 | --no-baseline] [--crowd 2000 | --skip-crowd]
                               [--skip-stage-profiles] [--skip-scale-out]
+                              [--scale-out-engines redis/single,rabbitmq/cluster,...]
 
 Creates its own PostgreSQL database (`bench_ticketing`, dropped and recreated, migrated)
 and uses Redis database 10 (FLUSHDB of that number only). Starts the API as production
@@ -24,7 +25,8 @@ measures in each run:
 and, with --baseline COMMIT (default df71965), the same floor, accept, poll and flood against
 that commit's API (a temporary git worktree served by its own server, gunicorn at df71965,
 on the same database, Redis DB and signing key), each right after the current one.
-After the runs: e. scale-out (draining --backlog pending orders with 1, 2, 4 processes)
+After the runs: e. scale-out (draining --backlog pending orders with 1, 2, 4 processes;
+with --scale-out-engines also on RabbitMQ and/or a three-node Redis Cluster)
 and the stage profile of each hot endpoint (`python -m loadtests.inprocess`, in-process).
 
 Load comes from `loadtests.loadgen` (gevent + geventhttpclient) in a process of its own.
@@ -127,6 +129,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-scale-out", action="store_true")
     parser.add_argument(
+        "--scale-out-engines",
+        type=_engines,
+        default=(("redis", "single"),),
+        metavar="BROKER/TOPOLOGY,...",
+        help="series of the scale-out section: broker redis|rabbitmq, Redis topology "
+        "single|cluster (a three-node cluster started for the run), e.g. "
+        "redis/single,redis/cluster,rabbitmq/single,rabbitmq/cluster (default redis/single)",
+    )
+    parser.add_argument(
         "--keep-db",
         action="store_true",
         help="leave bench_ticketing for inspection (the stage profiles reuse Redis DB 10 after the "
@@ -134,6 +145,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)
+
+
+def _engines(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = tuple(tuple(item.strip().split("/")) for item in text.split(",") if item.strip())
+    for pair in pairs:
+        if (
+            len(pair) != 2
+            or pair[0] not in ("redis", "rabbitmq")
+            or pair[1]
+            not in (
+                "single",
+                "cluster",
+            )
+        ):
+            raise argparse.ArgumentTypeError(f"not BROKER/TOPOLOGY: {'/'.join(pair)}")
+    return pairs
 
 
 def command_line(argv: list[str]) -> str:
@@ -380,7 +407,7 @@ def main(argv=None) -> int:
             run_once(ctx, runs[-1])
         if not args.skip_scale_out:
             print("--- scale-out", flush=True)
-            scale_out = scenarios.scenario_scale_out(ctx)
+            scale_out = scenarios.scenario_scale_out(ctx, engines=args.scale_out_engines)
     except scenarios.InvariantError as exc:
         failure, invariant_broken = f"INVARIANT BROKEN: {exc}", True
     except Exception:

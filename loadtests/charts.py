@@ -149,24 +149,32 @@ def latency_percentiles(run: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _series(row: dict) -> str:
+    """A bar series: the shape, and broker/topology when not the default pair."""
+    label = row["shape"].replace("_", " ")
+    engines = (row.get("broker", "redis"), row.get("topology", "single"))
+    return label if engines == ("redis", "single") else f"{label}, {engines[0]}/{engines[1]}"
+
+
 def scale_out(scale: dict, path: Path) -> None:
-    shapes = sorted({row["shape"] for row in scale.values()})
+    series = sorted({_series(row) for row in scale.values()})
     processes = sorted({row["processes"] for row in scale.values()})
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7 + len(series) * 0.4, 4))
     x = np.arange(len(processes))
-    for i, shape in enumerate(shapes):
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
         values = [
             next(
                 (
                     r["orders_per_s"]
                     for r in scale.values()
-                    if r["shape"] == shape and r["processes"] == p
+                    if _series(r) == name and r["processes"] == p
                 ),
                 0,
             )
             for p in processes
         ]
-        ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=shape.replace("_", " "))
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
     ax.axhline(2000, color="black", linestyle="--", linewidth=1, label="goal 2,000/s")
     ax.set_xticks(x, [f"{p} process{'es' if p > 1 else ''}" for p in processes])
     ax.set_ylabel("orders committed / s")

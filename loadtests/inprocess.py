@@ -1,13 +1,17 @@
 """CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
 
     python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
+                                  [--redis-cluster]
 
 Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
 that number only). Every request goes through `core.wsgi.application` exactly as a
 server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
 rendering are all counted; the server's own cost is not (the benchmark measures that).
 Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
---profile ENDPOINT, the cProfile of that endpoint grouped by stage.
+--profile ENDPOINT, the cProfile of that endpoint grouped by stage. With
+--redis-cluster, the same endpoints again, in the same process, with REDIS_URL on a
+three-node Redis Cluster started for the run (the gate, cards and revocations rebuilt
+there from PostgreSQL during the warm-up): CPU and wall time per request, side by side.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import time
 
 from loadtests.stack import bench_env
 
-DB_NAME = "inprocess_ticketing"
-REDIS_URL = "redis://127.0.0.1:6379/9"
+# Two runs on one machine (say, two checkouts) are kept apart with these.
+DB_NAME = os.environ.get("INPROCESS_DATABASE_NAME", "inprocess_ticketing")
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('INPROCESS_REDIS_DB', '9')}"
 
 ENV = {
     "DJANGO_SETTINGS_MODULE": "core.settings",
@@ -188,6 +193,49 @@ def measure(app, fx: dict, name: str, requests: int) -> float:
     return statistics.median(slices)
 
 
+def wall(app, fx: dict, name: str, requests: int) -> float:
+    """Wall-clock microseconds per request (round trips included): median of 5 slices."""
+    method, path, body, expected, auth = endpoints(fx)[name]
+    token = fx["token"] if auth else None
+    per_slice = max(1, requests // 5)
+    slices = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(per_slice):
+            call(app, _environ(method, path, token, body), expected)
+        slices.append((time.perf_counter() - started) / per_slice * 1e6)
+    return statistics.median(slices)
+
+
+def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
+    """Each endpoint on the single Redis, then on a Redis Cluster: CPU and wall µs."""
+    from django.conf import settings
+
+    from core.stock import redis_clients_forget
+    from loadtests.redis_cluster import RedisClusterNodes
+
+    rows = {}
+    for topology in ("single", "cluster"):
+        for name in names:
+            cpu = measure(app, fx, name, requests)  # warms up first (rebuilds on the cluster)
+            rows.setdefault(name, {})[topology] = (cpu, wall(app, fx, name, requests))
+        if topology == "single":
+            cluster = RedisClusterNodes().start()
+            settings.REDIS_URL = cluster.url
+            redis_clients_forget()
+    cluster.stop()
+    lines = [
+        "| endpoint | CPU µs single | CPU µs cluster | CPU + | wall µs single | wall µs cluster |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        (c1, w1), (c2, w2) = row["single"], row["cluster"]
+        lines.append(
+            f"| {name} | {c1:.0f} | {c2:.0f} | {(c2 / c1 - 1) * 100:+.0f}% | {w1:.0f} | {w2:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def _stage(filename: str) -> str:
     for stage, markers in STAGES:
         if any(marker in filename for marker in markers):
@@ -226,6 +274,11 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="endpoints to measure")
     parser.add_argument("--profile", help="cProfile this endpoint")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also measure every endpoint on a three-node Redis Cluster (side by side)",
+    )
     args = parser.parse_args(argv)
     os.environ.update(ENV)
     # As in production (make run, docker-compose): metrics written to per-process files.
@@ -243,6 +296,9 @@ def main(argv=None) -> int:
     from core.wsgi import application
 
     names = args.only or list(endpoints(fx))
+    if args.redis_cluster:
+        print(compare_cluster(application, fx, names, args.requests))
+        return 0
     results = {name: measure(application, fx, name, args.requests) for name in names}
     floor = results.get("health")
     for name, micros in results.items():

@@ -93,7 +93,12 @@ class ProcessGroup:
         return base_url
 
     def start_celery_worker(
-        self, name: str, *, concurrency: int = 2, extra_args: tuple[str, ...] = ()
+        self,
+        name: str,
+        *,
+        concurrency: int = 2,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
     ):
         """A prefork Celery worker; return once its `concurrency` pool processes exist."""
         process = self.start(
@@ -110,6 +115,7 @@ class ProcessGroup:
                 "--without-mingle",
                 *extra_args,
             ],
+            env=env,
         )
         self.wait_until(lambda: len(self.children(name)) >= concurrency, f"{name} pool")
         return process

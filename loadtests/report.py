@@ -834,14 +834,21 @@ def _scale_section(scale: dict) -> list[str]:
         "worker with N prefork processes started and the drain task(s) published; timed from "
         "publication to the last `finalized_at`.",
         "",
-        "| Shape | Processes | Orders | Seconds | Orders/s | CPU cores: worker / postgres |",
-        "|---|---:|---:|---:|---:|---|",
+        "Broker and Redis: the run's own (Redis as broker, one Redis) unless "
+        "`--scale-out-engines` added series (RabbitMQ quorum queues; a three-node Redis "
+        "Cluster, the events' gates on the nodes counted in the last column).",
+        "",
+        "| Shape | Broker | Redis | Processes | Orders | Seconds | Orders/s "
+        "| CPU cores: worker / postgres | Redis nodes |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for row in scale.values():
         cpu = row["cpu_cores"]
         lines.append(
-            f"| {row['shape']} | {row['processes']} | {row['orders']:,} | {row['seconds']} | "
-            f"{row['orders_per_s']:,.0f} | {cpu.get('worker', 0)} / {cpu.get('postgres', 0)} |"
+            f"| {row['shape']} | {row.get('broker', 'redis')} | {row.get('topology', 'single')} "
+            f"| {row['processes']} | {row['orders']:,} | {row['seconds']} | "
+            f"{row['orders_per_s']:,.0f} | {cpu.get('worker', 0)} / {cpu.get('postgres', 0)} "
+            f"| {row.get('redis_nodes', 1)} |"
         )
     return lines + [""]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from loadtests.analysis import (
 )
 from loadtests.driver import Context, drive
 from loadtests.invariants import InvariantError, invariants_check, wait_until_final
-from loadtests.stack import Stack, cpu_delta, free_port
+from loadtests.stack import DB_NAME, Stack, cpu_delta, free_port
 
 SALE_GRACE_SECONDS = 1.0  # clients keep buying this long after they first see sold_out
 PREOPEN_SECONDS = 1.0  # clients hammer this long before the sale opens (sale_not_open)
@@ -442,70 +443,131 @@ def scenario_crowd(ctx: Context, concurrency: int = CROWD_CONCURRENCY) -> dict:
     return sale
 
 
-def scenario_scale_out(ctx: Context, workers: tuple[int, ...] = (1, 2, 4), events: int = 4) -> dict:
+def scenario_scale_out(
+    ctx: Context,
+    workers: tuple[int, ...] = (1, 2, 4),
+    events: int = 4,
+    engines: tuple[tuple[str, str], ...] = (("redis", "single"),),
+) -> dict:
     """e. Drain a backlog of --backlog pending orders with 1, 2, 4 worker processes.
 
     Two shapes: one hot event (one drain at a time, by design: every batch locks the
-    event row) and the same backlog spread over `events` events.
+    event row) and the same backlog spread over `events` events. `engines` adds series:
+    (broker, Redis topology) pairs among redis/rabbitmq and single/cluster; the run's own
+    (redis, single) keeps its keys, the others drain the spread shape only, on a
+    three-node Redis Cluster started for them (events on several nodes) and/or a
+    RabbitMQ vhost of their own.
     """
-    from workers.tasks import event_orders_commit_task
-
     ctx.stack.stop("worker")
     results = {}
-    for k in workers:
-        shapes = {
-            "one_event": [
-                prepare.backlog_prepare(orders=ctx.args.backlog, buyer_ids=ctx.buyer_ids)
-            ],
-            f"{events}_events": [
-                prepare.backlog_prepare(orders=ctx.args.backlog // events, buyer_ids=ctx.buyer_ids)
-                for _ in range(events)
-            ],
-        }
-        name = f"worker-x{k}"
-        ctx.stack.start_worker(name, concurrency=k)
-        _wait_consuming(event_orders_commit_task)
-        for shape, event_ids in shapes.items():
-            cpu_before, published = ctx.meter.cpu_snapshot(), time.time()
-            for event_id in event_ids:
-                event_orders_commit_task.apply_async(args=[event_id])
-            with tqdm(
-                total=1,
-                desc=f"drain x{k} {shape:<9}",
-                bar_format="{desc} [{elapsed}]",
-                file=sys.stdout,
-            ):
-                waited = wait_until_final(event_ids, timeout=120)
-            from django.db.models import Max
-
-            from core.models import Order
-
-            orders = Order.objects.filter(event_id__in=event_ids)
-            last = orders.aggregate(m=Max("finalized_at"))["m"].timestamp()
-            count = orders.count()
-            results[f"{shape}/x{k}"] = {
-                "processes": k,
-                "shape": shape,
-                "orders": count,
-                "seconds": round(last - published, 3),
-                "orders_per_s": round(count / (last - published), 1),
-                "cpu_cores": cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), waited),
-                "invariants": [
-                    invariants_check(f"scale-out {shape} x{k}", e, expect_sold_out=True)
-                    for e in event_ids
-                ],
-            }
-        ctx.stack.stop(name)
+    for broker, topology in engines:
+        own = (broker, topology) == ("redis", "single")
+        with _scale_out_engines(broker, topology) as (env, publish):
+            for k in workers:
+                shapes = {}
+                if own:
+                    shapes["one_event"] = [
+                        prepare.backlog_prepare(orders=ctx.args.backlog, buyer_ids=ctx.buyer_ids)
+                    ]
+                shapes[f"{events}_events"] = [
+                    prepare.backlog_prepare(
+                        orders=ctx.args.backlog // events, buyer_ids=ctx.buyer_ids
+                    )
+                    for _ in range(events)
+                ]
+                name = f"worker-x{k}" if own else f"worker-{broker}-{topology}-x{k}"
+                ctx.stack.start_worker(name, concurrency=k, env=env)
+                _wait_consuming(publish)
+                for shape, event_ids in shapes.items():
+                    row = _drain_timed(ctx, publish, event_ids, f"x{k} {shape}", k)
+                    row.update(shape=shape, broker=broker, topology=topology)
+                    key = f"{shape}/x{k}" if own else f"{broker}+{topology}/{shape}/x{k}"
+                    results[key] = row
+                ctx.stack.stop(name)
     return results
 
 
-def _wait_consuming(task) -> None:
+def _drain_timed(ctx: Context, publish, event_ids: list[int], label: str, k: int) -> dict:
+    from django.db.models import Max
+
+    from core.models import Order
+    from core.stock import inflight_key, redis_slot_owner
+
+    cpu_before, published = ctx.meter.cpu_snapshot(), time.time()
+    for event_id in event_ids:
+        publish(event_id)
+    with tqdm(total=1, desc=f"drain {label:<20}", bar_format="{desc} [{elapsed}]", file=sys.stdout):
+        waited = wait_until_final(event_ids, timeout=120)
+    orders = Order.objects.filter(event_id__in=event_ids)
+    last = orders.aggregate(m=Max("finalized_at"))["m"]
+    if last is None:
+        raise InvariantError(f"scale-out {label}: no order became final in {waited:.0f} s")
+    last = last.timestamp()
+    count = orders.count()
+    return {
+        "processes": k,
+        "orders": count,
+        "seconds": round(last - published, 3),
+        "orders_per_s": round(count / (last - published), 1),
+        "cpu_cores": cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), waited),
+        "redis_nodes": len({redis_slot_owner(inflight_key(e)) for e in event_ids}),
+        "invariants": [
+            invariants_check(f"scale-out {label}", e, expect_sold_out=True) for e in event_ids
+        ],
+    }
+
+
+@contextmanager
+def _scale_out_engines(broker: str, topology: str):
+    """Yield (worker environment, publish(event_id)) for one series; this process's
+    gate client follows REDIS_URL, so the backlog's gates and the checks go there too."""
+    from celery import Celery
+    from django.conf import settings
+
+    from core.stock import redis_clients_forget
+    from loadtests.rabbitmq import rabbitmq_vhost
+    from loadtests.redis_cluster import RedisClusterNodes
+    from workers.celery import broker_options
+
+    with ExitStack() as stack:
+        env = {}
+        if topology == "cluster":
+            cluster = RedisClusterNodes().start()
+            stack.callback(cluster.stop)
+            env["REDIS_URL"] = cluster.url
+        if broker == "rabbitmq":
+            env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq_vhost(DB_NAME))
+        saved = settings.REDIS_URL
+        settings.REDIS_URL = env.get("REDIS_URL", saved)
+        redis_clients_forget()
+        stack.callback(redis_clients_forget)
+        stack.callback(setattr, settings, "REDIS_URL", saved)
+        broker_url = env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
+        publisher = Celery("bench-publisher", broker=broker_url)
+        publisher.conf.update(broker_options(broker_url), task_default_queue="default")
+        stack.callback(publisher.close)
+        # An explicit connection: Celery prefers the CELERY_BROKER_URL environment
+        # variable (this process's own broker) to the app's `broker` argument.
+        connection = stack.enter_context(publisher.connection_for_write(broker_url))
+
+        def publish(event_id: int) -> None:
+            publisher.send_task(
+                "workers.tasks.event_orders_commit",
+                args=[event_id],
+                queue="purchases",
+                connection=connection,
+            )
+
+        yield env, publish
+
+
+def _wait_consuming(publish) -> None:
     """Publish a drain of a non-existent event and wait until a worker has run it."""
     from core.stock import drain_flag_key, get_redis
 
     sentinel = 2_000_000_000
     get_redis().set(drain_flag_key(sentinel), 1, ex=60)
-    task.apply_async(args=[sentinel])
+    publish(sentinel)
     Stack.wait_until(
         lambda: not get_redis().exists(drain_flag_key(sentinel)), "a worker to consume"
     )

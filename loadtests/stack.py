@@ -21,8 +21,9 @@ import redis
 
 from loadtests.processes import BIN, ROOT, ProcessGroup, answers, free_port  # noqa: F401 (re-exported)
 
-DB_NAME = "bench_ticketing"
-REDIS_DB = 10
+# Two benchmarks on one machine (say, two checkouts) are kept apart with these.
+DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "bench_ticketing")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "10"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 
@@ -121,12 +122,15 @@ class Stack(ProcessGroup):
         self.wait_until(lambda: answers(base_url + "/health/"), f"{name} to answer")
         return base_url
 
-    def start_worker(self, name: str, *, concurrency: int) -> subprocess.Popen:
+    def start_worker(
+        self, name: str, *, concurrency: int, env: dict | None = None
+    ) -> subprocess.Popen:
         """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
         return self.start_celery_worker(
             name,
             concurrency=concurrency,
             extra_args=("--without-heartbeat", "-Q", "purchases,default"),
+            env=env,
         )
 
 

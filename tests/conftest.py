@@ -1,10 +1,17 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database) and real Redis."""
 
 import itertools
+import os
+import shutil
+import socket
+import subprocess
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
 from django.utils import timezone
+from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -12,22 +19,88 @@ from api.serializers import role_claims
 from core.models import Event, User
 from core.services.users import REVOCATIONS_KEY
 from core.stock import get_redis
+from loadtests.redis_cluster import RedisClusterNodes
 
 _names = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A three-node Redis Cluster of this test session's own (started on first use)."""
+    nodes = RedisClusterNodes().start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url():
+    """CELERY_BROKER_URL of a RabbitMQ vhost of this suite's own (127.0.0.1:5672,
+    guest/guest), deleted with its queues at the end. Skipped when RabbitMQ does not
+    answer, unless REQUIRE_RABBITMQ=1 (CI), which fails instead."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        if os.environ.get("REQUIRE_RABBITMQ") == "1":
+            raise
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
+    vhost = os.environ.get("TEST_DATABASE_NAME", "test_ticketing")
+    ctl = shutil.which("rabbitmqctl")
+    made = ctl and subprocess.run([ctl, "add_vhost", vhost], capture_output=True).returncode == 0
+    if made:
+        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True)  # fmt: skip
+    else:  # no rabbitmqctl here (RabbitMQ elsewhere): the default vhost
+        vhost = ""
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    if made:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture
+def celery_broker(request) -> str:
+    """CELERY_BROKER_URL for the live processes: 'redis' (the tests' single Redis) or,
+    parametrized indirectly, 'rabbitmq'."""
+    if getattr(request, "param", "redis") == "rabbitmq":
+        return request.getfixturevalue("rabbitmq_url")
+    return settings.CELERY_BROKER_URL
+
+
+@pytest.fixture
+def redis_topology(request, settings) -> str:
+    """'single' (REDIS_URL) or, parametrized indirectly, 'cluster': REDIS_URL then names
+    the session's cluster, for this process and the live processes a test starts.
+
+    TEST_REDIS_TOPOLOGY=cluster makes 'cluster' the default of every test.
+    """
+    topology = getattr(request, "param", os.environ.get("TEST_REDIS_TOPOLOGY", "single"))
+    if topology == "cluster":
+        settings.REDIS_URL = request.getfixturevalue("redis_cluster").url
+    return topology
+
+
 @pytest.fixture(autouse=True)
-def redis_db():
-    """Give every test an empty Redis database of its own number (never FLUSHALL)."""
+def redis_db(redis_topology):
+    """Give every test an empty Redis database of its own number (never FLUSHALL).
+
+    On the cluster (the session's own, all of it), every primary is flushed.
+    """
     client = get_redis()
-    number = client.connection_pool.connection_kwargs.get("db", 0)
-    assert number != 0, "tests must not run against Redis database 0"
-    client.flushdb()
+    if isinstance(client, RedisCluster):
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)  # the tests' single Redis
+
+        def flush():
+            client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+            broker.flushdb()
+    else:
+        number = client.connection_pool.connection_kwargs.get("db", 0)
+        assert number != 0, "tests must not run against Redis database 0"
+        flush = client.flushdb
+    flush()
     # The test database starts with no revocation: say so, as a warm system would have
     # it, so that query counts measure the request and not the cache's first load.
     client.hset(REVOCATIONS_KEY, "_loaded", 1)
     yield client
-    client.flushdb()
+    flush()
 
 
 def token_for(user: User) -> str:

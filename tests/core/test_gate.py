@@ -6,7 +6,11 @@ from core import stock
 from core.services.gate import gate_ensure, gate_reconcile_all, gate_reconcile_event
 from tests.factories import confirmed_order, pending_order
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # Every test on the single Redis and on a three-node Redis Cluster.
+    pytest.mark.parametrize("redis_topology", ["single", "cluster"], indirect=True),
+]
 
 
 def reserve(event, user_id=1, quantity=1, op="buy:t"):
@@ -39,6 +43,8 @@ def test_reserve_answers_missing_before_the_gate_exists(event):
 def test_keys_of_one_event_share_a_cluster_hash_tag(event):
     keys = [*stock._keys(event.pk), stock.drain_flag_key(event.pk)]
     keys.append(stock.idempotency_key(event_id=event.pk, user_id=1, key="k"))
+    keys.append(stock.rate_key(event_id=event.pk, user_id=1, window=7))
+    keys.append(stock._given_or_absent("", event.pk))
     assert {key[key.index("{") : key.index("}") + 1] for key in keys} == {f"{{ev:{event.pk}}}"}
 
 
@@ -90,3 +96,26 @@ def test_reconcile_builds_a_missing_gate_and_skips_past_events(make_event):
 def test_release_on_a_lost_gate_does_not_create_a_partial_one(event):
     stock.stock_release(event_id=event.pk, operation_id="x", holdings=[(1, 2)])
     assert stock.stock_remaining(event_id=event.pk) is None
+
+
+def test_events_on_every_cluster_node_reserve_release_and_reconcile(
+    redis_topology, buyer, make_event
+):
+    events = [make_event(total_tickets=5) for _ in range(12)]
+    nodes = {stock.redis_slot_owner(f"gate:{{ev:{e.pk}}}") for e in events}
+    assert len(nodes) == (3 if redis_topology == "cluster" else 1)
+    for event in events:
+        gate_ensure(event_id=event.pk)
+        answer = stock.stock_reserve(
+            event_id=event.pk,
+            user_id=buyer.pk,
+            quantity=2,
+            operation_id="buy:x",
+            idem_key=stock.idempotency_key(event_id=event.pk, user_id=buyer.pk, key="k"),
+            fingerprint=f"{event.pk}:2",
+            rate=(10, 60),
+        )
+        assert answer == stock.GateAnswer("ok", 3)
+        stock.stock_release(event_id=event.pk, operation_id="buy:x", holdings=[(buyer.pk, 2)])
+        assert stock.stock_remaining(event_id=event.pk) == 5
+    assert gate_reconcile_all() == {"ok": len(events)}

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 MONITORING = {"prometheus", "grafana"}
+# Optional services and the profile that starts each.
+PROFILES = {"prometheus": "monitoring", "grafana": "monitoring", "rabbitmq": "rabbitmq"}
 
 
 def mounts(service: dict) -> list[tuple[str, str]]:
@@ -84,9 +86,22 @@ def test_host_ports_are_unique_and_tools_without_authentication_stay_on_loopback
     assert seen == {8000: "api", 5555: "flower", 9090: "prometheus", 3000: "grafana"}
 
 
-def test_monitoring_is_an_optional_profile_and_the_product_has_none():
+def test_monitoring_and_rabbitmq_are_optional_profiles_and_the_product_has_none():
     for name, service in SERVICES.items():
-        assert service.get("profiles", []) == (["monitoring"] if name in MONITORING else []), name
+        expected = [PROFILES[name]] if name in PROFILES else []
+        assert service.get("profiles", []) == expected, name
+
+
+def test_nothing_started_without_a_profile_depends_on_a_profiled_service():
+    for name, service in SERVICES.items():
+        if name not in PROFILES:
+            assert not set(service.get("depends_on", {})) & set(PROFILES), name
+
+
+def test_the_broker_is_the_redis_unless_celery_broker_url_names_rabbitmq():
+    env = SERVICES["worker"]["environment"]
+    assert env["CELERY_BROKER_URL"] == "${CELERY_BROKER_URL:-}"
+    assert "amqp://guest:guest@rabbitmq:5672//" in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_commands_name_files_that_exist():
