@@ -115,7 +115,8 @@ def test_events_on_every_cluster_node_reserve_release_and_reconcile(
             fingerprint=f"{event.pk}:2",
             rate=(10, 60),
         )
-        assert answer == stock.GateAnswer("ok", 3)
+        assert (answer.status, answer.value) == ("ok", 3)
+        assert answer.line[1] == 1  # the first accept of the event's line
         stock.stock_release(event_id=event.pk, operation_id="buy:x", holdings=[(buyer.pk, 2)])
         assert stock.stock_remaining(event_id=event.pk) == 5
     assert gate_reconcile_all() == {"ok": len(events)}
