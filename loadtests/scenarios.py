@@ -289,11 +289,14 @@ def scenario_sale(
     drain = wait_until_final([event_id], timeout=120)
     won = samples.mask(kind="buy", outcome="confirmed" if naive_url else "accepted")
     sold_out = samples.mask(kind="buy", outcome="sold_out")
+    buys = samples.outcome[samples.mask(kind="buy")].astype(str)
+    unanswered = sum(1 for o in buys if o.startswith("error_") and not o[6:].isdigit())
     figures = invariants_check(
         label,
         event_id,
         gate=not naive_url,
         accepted_ids=samples.order_id[won],
+        unanswered_purchases=unanswered,
         expect_sold_out=bool(sold_out.any()),
     )
     sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
