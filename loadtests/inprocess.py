@@ -67,13 +67,9 @@ STAGES = [
 
 
 def _database_recreate() -> None:
-    import psycopg
+    from loadtests.stack import database_recreate
 
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    database_recreate(DB_NAME)
 
 
 def _fixtures() -> dict:

@@ -34,9 +34,9 @@ import traceback
 from pathlib import Path
 
 import psutil
-import psycopg
 import redis
 
+from loadtests import stack as bench_stack
 from loadtests.analysis import Samples
 from loadtests.locust_summary import bench_comparison, markdown, sale_figures, samples_load
 from loadtests.processes import BIN, ROOT, ProcessGroup, free_port
@@ -99,18 +99,11 @@ def stack_env(metrics_dir: Path) -> dict[str, str]:
 
 
 def database_recreate() -> None:
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    bench_stack.database_recreate(DB_NAME)
 
 
 def database_drop() -> None:
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    bench_stack.database_drop(DB_NAME)
 
 
 class CpuTimeline(threading.Thread):

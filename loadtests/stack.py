@@ -52,12 +52,13 @@ def bench_env(metrics_dir: str) -> dict[str, str]:
     }
 
 
-def database_recreate() -> None:
+def database_recreate(name: str = DB_NAME) -> None:
+    """Drop (with its connections) and create a database of the load tools' own."""
     with psycopg.connect(
         host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
     ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
 
 
 def database_drop(name: str = DB_NAME) -> None:
