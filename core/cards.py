@@ -30,33 +30,8 @@ from core.stock import get_redis
 
 logger = logging.getLogger(__name__)
 
-# Field order and formats are those of api.serializers.OrderOutputSerializer and
-# EventOutputSerializer (tests/core/test_cards.py holds them equal).
-ORDER_FIELDS = (
-    "id",
-    "status",
-    "event",
-    "quantity",
-    "reason",
-    "created_at",
-    "updated_at",
-    "finalized_at",
-)
-EVENT_FIELDS = (
-    "id",
-    "name",
-    "description",
-    "venue",
-    "date",
-    "total_tickets",
-    "tickets_sold",
-    "tickets_available",
-    "sale_starts_at",
-    "sale_ends_at",
-    "max_tickets_per_user",
-    "created_at",
-    "updated_at",
-)
+# The bodies below have the fields and formats of api.serializers.OrderOutputSerializer
+# and EventOutputSerializer (tests/api/test_hot_paths.py holds them equal).
 _TOMBSTONE = "-"
 _TOMBSTONE_SECONDS = 2
 _DUMPS = orjson.OPT_UTC_Z

@@ -185,17 +185,9 @@ def code_version() -> dict:
 
 def setup(args, work_dir: Path):
     """Database, Redis DB, Django in this process, the stack and the buyers' tokens."""
-    import psutil
-
     from loadtests import stack as st
 
-    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
-    if busy > 0.3:
-        print(
-            f"WARNING: the machine is already busy ({busy:.1f} cores) before the benchmark: "
-            "figures will be lower and noisier (see the `other` CPU column)",
-            flush=True,
-        )
+    busy = st.busy_cores_before("benchmark")
     from loadtests.rlimit import raise_open_files_limit
 
     raise_open_files_limit(args.crowd + 1024)  # inherited by the servers started below

@@ -264,13 +264,7 @@ def _summary_start(args, argv: list[str]) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
-    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
-    if busy > 0.3:
-        print(
-            f"WARNING: the machine is already busy ({busy:.1f} cores) before the run: figures will be "
-            "lower and noisier (see `other` in the CPU figures)",
-            flush=True,
-        )
+    busy = bench_stack.busy_cores_before("run")
     return {
         "command": " ".join(["python -m loadtests.run", *argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -52,6 +52,18 @@ def bench_env(metrics_dir: str) -> dict[str, str]:
     }
 
 
+def busy_cores_before(what: str) -> float:
+    """Cores already busy for a second before `what` starts; warn when the machine is not idle."""
+    busy = psutil.cpu_percent(interval=1.0) * (os.cpu_count() or 1) / 100
+    if busy > 0.3:
+        print(
+            f"WARNING: the machine is already busy ({busy:.1f} cores) before the {what}: "
+            "figures will be lower and noisier (see the `other` CPU figures)",
+            flush=True,
+        )
+    return busy
+
+
 def database_recreate(name: str = DB_NAME) -> None:
     """Drop (with its connections) and create a database of the load tools' own."""
     with psycopg.connect(

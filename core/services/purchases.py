@@ -59,7 +59,7 @@ def purchase_request(
     over the per-user limit, sale not open) is decided by one Redis call and touches
     neither PostgreSQL nor the queue. Once stock is reserved, a failure gives it back
     before the error reaches the caller (unless the order insert's own outcome is
-    unknown: see `_record_order`). An accept costs one INSERT and two Redis round trips
+    unknown: see `_record_order`). An accept costs one INSERT and two Redis round trips.
     The accept's place in the event's line comes with the reservation.
     """
     fingerprint = f"{event_id}:{quantity}"
@@ -201,7 +201,7 @@ def _order_insert(
     """INSERT the pending order and return it, as Order.objects.create would.
 
     Raw SQL: the ORM's create was ~0.45 ms of a ~1.5 ms accept (query compilation and
-    save machinery for one fixed statement; docs/benchmarks/report.md).
+    save machinery for one fixed statement; docs/benchmarks/bottlenecks.md).
     """
     now = timezone.now()
     with connection.cursor() as cursor:
