@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ticketing
 export DATABASE_URL
 
-.PHONY: run demo test lint setup services migrate requirements bench clean
+.PHONY: run demo test lint setup services migrate requirements bench clean runtime-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ demo: migrate
 
 test: services setup
 	$(BIN)/pytest
+
+# The product from requirements.txt alone, as the image runs it (also run by .ci/run).
+runtime-smoke: services
+	scripts/runtime-smoke
 
 # Seconds: ruff checks the rules chosen in pyproject.toml, then the formatting.
 lint: setup
