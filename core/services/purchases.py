@@ -97,16 +97,28 @@ def purchase_request(
     if result.replayed:
         return _placed(result)
     order = result.order
-    position = queue.position(name=queue.name, number=number, now=time.time())
-    _schedule_commit(
-        order=order,
-        operation_id=operation_id,
-        idem_key=idem_key,
-        fingerprint=fingerprint,
-        place=place,
-    )
-    logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
-    wait = None if position is None else line.wait_estimate(queue, position=position)
+    # From here on the order exists and is pending. Nothing that fails now (Redis, the
+    # broker, an import, a bug) may turn into a 500 for an order the buyer was never told
+    # about: the buyer gets its 202, and the requeue job commits it once it is stale.
+    # Only a queue refusal that has already rejected the order answers otherwise.
+    try:
+        position = queue.position(name=queue.name, number=number, now=time.time())
+        _schedule_commit(
+            order=order,
+            operation_id=operation_id,
+            idem_key=idem_key,
+            fingerprint=fingerprint,
+            place=place,
+        )
+        logger.info("order accepted", extra={"order_id": order.pk, "event_id": event_id})
+        wait = None if position is None else line.wait_estimate(queue, position=position)
+    except QueueUnavailableError:
+        raise
+    except Exception:
+        logger.exception("order accepted, its commit left to the requeue job",
+                         extra={"order_id": order.pk, "event_id": event_id})  # fmt: skip
+        _idempotency_record_quietly(idem_key=idem_key, order=order, fingerprint=fingerprint)
+        return PurchaseResult(order=order)
     return PurchaseResult(order=order, position=position, estimated_wait_seconds=wait)
 
 
@@ -348,9 +360,24 @@ def _schedule_commit(
             return
         if not abandoned:
             return  # the message got through after all and a worker made it final
-        _release_quietly(order=order, operation_id=operation_id, idem_key=idem_key)
-        _line_note("skip", event_id=event_id, name=place[0])
+        try:
+            _release_quietly(order=order, operation_id=operation_id, idem_key=idem_key)
+            _line_note("skip", event_id=event_id, name=place[0])
+        except Exception:
+            # The order is rejected: the answer stays "nothing was bought", and the
+            # gate's reconciliation gives the stock back.
+            logger.exception("stock not released", extra={"order_id": order.pk})
         raise QueueUnavailableError() from exc
+
+
+def _idempotency_record_quietly(*, idem_key: str, order: Order, fingerprint: str) -> None:
+    """Point the request's Idempotency-Key at its order, so that a retry finds it."""
+    if not idem_key:
+        return
+    try:
+        stock.get_redis().set(idem_key, f"o:{order.pk}:{fingerprint}", keepttl=True)
+    except redis.RedisError:
+        logger.warning("idempotency record not updated", extra={"order_id": order.pk})
 
 
 def _release_quietly(*, order: Order, operation_id: str, idem_key: str) -> None:
