@@ -79,7 +79,7 @@ clean:
 	rm -rf $(VENV)
 
 # A flash sale under Locust against a production-mode stack of its own (DJANGO_DEBUG=0,
-# gunicorn.conf.py, a Celery worker, throttles raised), then reports in loadtest-reports/.
+# the granian API server, a Celery worker, throttles raised), then reports in loadtest-reports/.
 # Options: make loadtest LOADTEST_ARGS="--tickets 10000 --login" (python -m loadtests.run --help)
 .PHONY: loadtest
 loadtest: setup

@@ -1,4 +1,4 @@
-"""Settings, read from the environment (twelve-factor; see the README's table)."""
+"""Settings, read from the environment (twelve-factor; see docs/operators.md#configuration)."""
 
 from datetime import timedelta
 from pathlib import Path
