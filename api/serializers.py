@@ -12,8 +12,9 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from api.throttles import login_attempt_give_back, login_attempt_start
+from api.throttles import login_failures_rate
 from core.models import Event, Order, User
+from core.services.logins import login_attempt_give_back, login_attempt_start
 
 MAX_TOTAL_TICKETS = 1_000_000
 # Every C0/C1 control character, tab and newline included: names and venues are one line.
@@ -115,7 +116,8 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         # Counted before the password is hashed: a blocked account costs no hasher time.
         # Unknown usernames count too, or the 429 would tell which accounts exist.
         username = attrs[self.username_field]
-        login_attempt_start(username=username)
+        rate = login_failures_rate()
+        login_attempt_start(username=username, rate=rate)
         failed = False
         try:
             return super().validate(attrs)
@@ -124,7 +126,7 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             raise
         finally:
             if not failed:  # a success, or an outage (a 503): no guess was checked
-                login_attempt_give_back(username=username)
+                login_attempt_give_back(username=username, rate=rate)
 
     @classmethod
     def get_token(cls, user):
