@@ -19,6 +19,9 @@ that expires with its window.
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import redis
 
@@ -86,3 +89,32 @@ def login_attempt_give_back(*, username: str, rate: tuple[int, int] | None) -> N
         get_redis().eval(_GIVE_BACK, 1, login_failures_key(username))
     except redis.RedisError:
         logger.warning("login attempt not given back: Redis unavailable")
+
+
+@dataclass
+class LoginAttempt:
+    """One login in progress; the caller marks it when the credentials were wrong."""
+
+    rejected: bool = False
+
+    def reject(self) -> None:
+        """Record that a wrong password or an unknown username failed this attempt."""
+        self.rejected = True
+
+
+@contextmanager
+def login_attempt(*, username: str, rate: tuple[int, int] | None) -> Iterator[LoginAttempt]:
+    """Check the credentials inside this block; it counts against the username's failures.
+
+    Counted on entry, before the password is hashed (a blocked account costs no hasher
+    time; raises TooManyAttemptsError). Given back on exit unless the block called
+    `reject()`: a success, or an outage, checked no guess. Unknown usernames count too,
+    or the 429 would tell which accounts exist.
+    """
+    login_attempt_start(username=username, rate=rate)
+    attempt = LoginAttempt()
+    try:
+        yield attempt
+    finally:
+        if not attempt.rejected:
+            login_attempt_give_back(username=username, rate=rate)
