@@ -25,7 +25,6 @@ from kombu.exceptions import KombuError
 from core.line import line_parse_log, served_rate
 from core.models import Order
 from core.selectors import events_on_sale
-from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
 from core.stock import get_redis, line_keys
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
@@ -130,8 +129,9 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     )
     pipe = get_redis().pipeline(transaction=False)
     for event in events:
-        pipe.hget(gate_keys(event["pk"])[0], "remaining")  # as stock_remaining reads it
-        pipe.lrange(line_keys(event["pk"])[1], 0, 31)  # as line_read reads it
+        gate_key, served_key, _ = line_keys(event["pk"])  # key names live with the gate
+        pipe.hget(gate_key, "remaining")  # as stock_remaining reads it
+        pipe.lrange(served_key, 0, 31)  # as line_read reads it
     replies = pipe.execute()
     now, rows = timezone.now(), []
     for event, gate, log in zip(events, replies[::2], replies[1::2], strict=True):
