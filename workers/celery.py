@@ -144,10 +144,11 @@ logger = logging.getLogger(__name__)
 class PeriodicTaskChatter(logging.Filter):
     """Log at DEBUG what beat's periodic tasks would say at INFO every few seconds.
 
-    Beat's "Sending due task", the worker's "Task ... received" and "Task ... succeeded"
-    (Celery reads the task's name into each record) and the task's own INFO lines (the
-    task running when they are logged) are demoted, so that the INFO lines of a
-    terminal are requests, accepts and commits. Warnings and errors keep their level.
+    Beat's "Sending due task", the worker's "Task ... received", "Task ... succeeded" and
+    "Discarding revoked task" (a refresh that expired in the queue), and the task's own
+    INFO lines (the task running when they are logged) are demoted, so that the INFO
+    lines of a terminal are requests, accepts and commits. Warnings and errors keep
+    their level.
     """
 
     def __init__(self, task_names: frozenset[str]):
@@ -161,18 +162,32 @@ class PeriodicTaskChatter(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+# Celery's INFO lines that carry a task's name among their arguments, and where.
+_NAME_ARGUMENT = {
+    ("celery.beat", "Scheduler: Sending due task %s (%s)"): 1,
+    ("celery.worker.request", "Discarding revoked task: %s[%s]"): 0,
+}
+
+
 def _task_name(record: logging.LogRecord) -> str | None:
     data = getattr(record, "data", None)  # celery.worker.strategy's and celery.app.trace's
     if isinstance(data, dict):
         return data.get("name")
-    if record.name == "celery.beat" and record.msg == "Scheduler: Sending due task %s (%s)":
-        return record.args[1]
+    index = _NAME_ARGUMENT.get((record.name, record.msg))
+    if index is not None:
+        return record.args[index]
     return current_task.name if current_task else None
 
 
 PERIODIC_TASKS = frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
 _chatter = PeriodicTaskChatter(PERIODIC_TASKS)
-for _name in ("celery.beat", "celery.worker.strategy", "celery.app.trace", "workers.tasks"):
+for _name in (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.worker.request",
+    "celery.app.trace",
+    "workers.tasks",
+):
     logging.getLogger(_name).addFilter(_chatter)
 
 

@@ -25,8 +25,15 @@ from workers.tasks import top_events_refresh as top_events_refresh_task
 # around each task: no test transaction could survive that.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Where Celery logs a task's receipt and success, beat its sending, tasks their own lines.
-TASK_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace", "workers.tasks")
+# Where beat logs a task's sending, the worker its receipt, expiry and success, and tasks
+# their own lines.
+TASK_LOGGERS = (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.worker.request",
+    "celery.app.trace",
+    "workers.tasks",
+)
 PERIODIC = (gate_reconcile, orders_requeue_stale, top_events_refresh_task)
 
 
@@ -140,3 +147,17 @@ def test_make_run_shows_commits_at_info_and_no_periodic_task(tmp_path, buyer, ma
     assert "orders committed" in info
     assert [line for line in info if any(name in line for name in PERIODIC_TASKS)] == []
     assert "gate reconciled" not in info and "top events refreshed" not in info
+
+
+@pytest.mark.parametrize(
+    "task, level", [(top_events_refresh_task, "DEBUG"), (event_orders_commit, "INFO")]
+)
+def test_an_expired_message_is_demoted_for_periodic_tasks_only(logs_at, task, level):
+    caplog = logs_at(logging.DEBUG)
+
+    # As celery.worker.request logs a message that expired in the queue.
+    logging.getLogger("celery.worker.request").info(
+        "Discarding revoked task: %s[%s]", task.name, "1"
+    )
+
+    assert [record.levelname for record in caplog.records] == [level]
