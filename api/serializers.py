@@ -12,8 +12,10 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from api.throttles import login_attempt_give_back, login_attempt_start
+from api.throttles import login_failures_rate
 from core.models import Event, Order, User
+from core.services.logins import login_attempt
+from core.services.users import TokenRefusedError, access_user_for_refresh
 
 MAX_TOTAL_TICKETS = 1_000_000
 # Every C0/C1 control character, tab and newline included: names and venues are one line.
@@ -112,19 +114,13 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         )
 
     def validate(self, attrs):
-        # Counted before the password is hashed: a blocked account costs no hasher time.
-        # Unknown usernames count too, or the 429 would tell which accounts exist.
         username = attrs[self.username_field]
-        login_attempt_start(username=username)
-        failed = False
-        try:
-            return super().validate(attrs)
-        except exceptions.AuthenticationFailed:
-            failed = True  # a wrong password or an unknown user: stays counted
-            raise
-        finally:
-            if not failed:  # a success, or an outage (a 503): no guess was checked
-                login_attempt_give_back(username=username)
+        with login_attempt(username=username, rate=login_failures_rate()) as attempt:
+            try:
+                return super().validate(attrs)
+            except exceptions.AuthenticationFailed:
+                attempt.reject()  # a wrong password or an unknown user
+                raise
 
     @classmethod
     def get_token(cls, user):
@@ -144,15 +140,13 @@ class TokenRefreshSerializer(serializers.Serializer):
             refresh = RefreshToken(attrs["refresh"])
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from None
-        user = User.objects.filter(pk=refresh.get("user_id")).first()
-        if user is None or not user.is_active:
-            raise AuthenticationFailed(
-                "No active account for this token.", code="no_active_account"
+        try:
+            user = access_user_for_refresh(
+                user_id=refresh.get("user_id"), issued_at=int(refresh.get("iat", 0))
             )
-        # A password or role change revokes refresh tokens too, not only access tokens.
-        valid_after = user.tokens_valid_after
-        if valid_after and int(refresh.get("iat", 0)) < int(valid_after.timestamp()):
-            raise AuthenticationFailed("This token has been revoked.", code="token_revoked")
+        except TokenRefusedError as exc:
+            # Raised as simplejwt's own failures are, so the 401 carries its challenge.
+            raise AuthenticationFailed(exc.message, code=exc.code) from None
         # Only the request that blacklists the token rotates it: concurrent reuses of one
         # refresh token (a stolen copy racing the owner) get no second token pair.
         _, created = refresh.blacklist()

@@ -9,7 +9,6 @@ boundary; the per-user ticket limit, not the rate, is what bounds what a scalper
 """
 
 import functools
-import hashlib
 import logging
 import re
 import time
@@ -18,7 +17,6 @@ import redis
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from core.exceptions import ApplicationError
 from core.stock import get_redis
 
 logger = logging.getLogger(__name__)
@@ -43,6 +41,17 @@ def purchase_rate() -> tuple[int, int] | None:
     trip as the stock check (one Redis call per purchase instead of two).
     """
     rate = api_settings.DEFAULT_THROTTLE_RATES.get("purchase")
+    return parse_rate(rate) if rate else None
+
+
+def login_failures_rate() -> tuple[int, int] | None:
+    """(failed logins, per seconds) allowed for one username from any address, or None.
+
+    The login serializer hands it to the account lockout (core/services/logins.py,
+    `THROTTLE_LOGIN_FAILURES`), which counts failed logins per username, not requests
+    per caller as the throttles below do.
+    """
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get("login_failures")
     return parse_rate(rate) if rate else None
 
 
@@ -81,19 +90,6 @@ class RedisRateThrottle(BaseThrottle):
         return self._wait
 
 
-class PurchaseRateThrottle(RedisRateThrottle):
-    """Per user, for views without the gate (the naive baseline of the benchmark).
-
-    The product's purchase view counts the same rate per buyer and event inside the
-    gate's Lua call instead (`purchase_rate`).
-    """
-
-    scope = "purchase"
-
-    def get_ident_key(self, request) -> str | None:
-        return str(request.user.pk) if request.user and request.user.is_authenticated else None
-
-
 class LoginRateThrottle(RedisRateThrottle):
     """Per client address: slows password guessing from one place."""
 
@@ -105,86 +101,3 @@ class LoginRateThrottle(RedisRateThrottle):
 
 class RegisterRateThrottle(LoginRateThrottle):
     scope = "register"
-
-
-# --- Failed logins per account --------------------------------------------------------
-#
-# The address limit above does not stop many addresses guessing one account's password
-# (credential stuffing through a botnet or proxies). This one counts failed logins per
-# username, from any address, in a fixed window that starts with the first attempt:
-# over the limit, every login for that username is refused before the password is
-# hashed, the right password too (a 429 that depended on the password would confirm a
-# guess), until the window expires. A success does not reset it. The owner waits out
-# the window like the attacker; nothing outlives it, so nobody can lock an account for
-# good. See docs/security.md for the trade-off.
-#
-# Each attempt is counted as a failure when it starts and given back unless a wrong
-# password or unknown username failed it, so concurrent guesses cannot all pass the
-# check before any of them is counted, and an outage (a 503) counts against nobody.
-
-
-class TooManyAttemptsError(ApplicationError):
-    code = "too_many_attempts"
-    status_code = 429
-    message = "Too many failed logins for this account; retry later."
-
-
-LOGIN_FAILURES_SCOPE = "login_failures"
-
-# Give back one attempt, unless its window has expired meanwhile (a DECR would then
-# create a key without expiry).
-_GIVE_BACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
-
-def _login_failures_key(username: str) -> str:
-    # Usernames are unique case-insensitively (migration 0004): "Alice" and "ALICE" are
-    # one account and one counter. Hashed, so a long username makes no long key.
-    digest = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
-    return f"throttle:{LOGIN_FAILURES_SCOPE}:{digest}"
-
-
-def _login_failures_rate() -> tuple[int, int] | None:
-    rate = api_settings.DEFAULT_THROTTLE_RATES.get(LOGIN_FAILURES_SCOPE)
-    return parse_rate(rate) if rate else None
-
-
-def login_attempt_start(*, username: str) -> None:
-    """Count a login attempt for the username as failed until it succeeds.
-
-    Raises TooManyAttemptsError (429, Retry-After) when the window's failures are used
-    up. One Redis round trip; fails open (and logs) when Redis is down, like the other
-    limits.
-    """
-    rate = _login_failures_rate()
-    if rate is None:
-        return
-    limit, period = rate
-    key = _login_failures_key(username)
-    try:
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, period, nx=True)
-        pipe.ttl(key)
-        count, _, ttl = pipe.execute()
-    except redis.RedisError:
-        logger.warning("login failures not checked: Redis unavailable")
-        return
-    if count <= limit:
-        return
-    wait = ttl if ttl > 0 else period
-    error = TooManyAttemptsError(extra={"retry_after": wait})
-    error.retry_after = wait
-    raise error
-
-
-def login_attempt_give_back(*, username: str) -> None:
-    """Give back the attempt `login_attempt_start` counted: it checked no wrong password."""
-    if _login_failures_rate() is None:
-        return
-    try:
-        get_redis().eval(_GIVE_BACK, 1, _login_failures_key(username))
-    except redis.RedisError:
-        logger.warning("login attempt not given back: Redis unavailable")

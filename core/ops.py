@@ -17,15 +17,13 @@ import amqp.exceptions
 import kombu
 import redis
 from django.conf import settings
-from django.db.models import Count, Min, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from core.line import line_parse_log, served_rate
 from core.models import Order
-from core.selectors import events_on_sale
-from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
+from core.selectors import events_on_sale, events_with_remaining
 from core.stock import get_redis, line_keys
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
@@ -108,7 +106,7 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     the buyers' line: its length, the orders served per second over the last seconds,
     and the oldest waiting order's age.
 
-    PostgreSQL's figures are event_gate_snapshot's (total - sold - pending) and the
+    PostgreSQL's figures are `events_with_remaining`'s (total - sold - pending) and the
     pending orders, for every event in one query; the gates and their served logs come
     in one Redis round trip (on a cluster, one per node: RedisCluster splits the plain
     pipeline by slot owner, never sending a cross-slot command): the cost does not grow
@@ -117,25 +115,23 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     """
     waiting = Q(orders__status=Order.Status.PENDING)
     events = list(
-        events_on_sale()
+        events_with_remaining(events_on_sale())
         .order_by("date", "id")
         .annotate(
-            pending=Coalesce(Sum("orders__quantity", filter=waiting), 0),
             waiting=Count("orders", filter=waiting),
             oldest=Min("orders__created_at", filter=waiting),
         )
-        .values("pk", "name", "total_tickets", "tickets_sold", "pending", "waiting", "oldest")[
-            :limit
-        ]
+        .values("pk", "name", "remaining", "waiting", "oldest")[:limit]
     )
     pipe = get_redis().pipeline(transaction=False)
     for event in events:
-        pipe.hget(gate_keys(event["pk"])[0], "remaining")  # as stock_remaining reads it
-        pipe.lrange(line_keys(event["pk"])[1], 0, 31)  # as line_read reads it
+        gate_key, served_key, _ = line_keys(event["pk"])  # key names live with the gate
+        pipe.hget(gate_key, "remaining")  # as stock_remaining reads it
+        pipe.lrange(served_key, 0, 31)  # as line_read reads it
     replies = pipe.execute()
     now, rows = timezone.now(), []
     for event, gate, log in zip(events, replies[::2], replies[1::2], strict=True):
-        database = event["total_tickets"] - event["tickets_sold"] - event["pending"]
+        database = event["remaining"]
         gate = None if gate is None else int(gate)
         oldest = event["oldest"]
         rows.append(

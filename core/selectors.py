@@ -4,7 +4,8 @@ import logging
 from datetime import datetime, timedelta
 
 import redis
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import cards, line
@@ -127,14 +128,48 @@ def event_sale_window(*, event: Event) -> tuple[float, float, int]:
     return _epoch(event.sale_starts_at), _epoch(ends), event.max_tickets_per_user or 0
 
 
-def event_gate_snapshot(*, event: Event) -> GateSnapshot:
-    """Compute from PostgreSQL what the gate must hold: total - sold - pending."""
-    pending = (
-        Order.objects.filter(event_id=event.pk, status=Order.Status.PENDING).aggregate(
-            n=Sum("quantity")
-        )["n"]
-        or 0
+# --- What is left to sell ------------------------------------------------------------
+# total - sold - pending. PostgreSQL sells at commit while the gate takes stock at accept,
+# so the tickets of pending orders are out of the gate but not yet sold. This is what the
+# gate must hold (reconciliation writes it, /ops/queues/ compares it) and what an
+# event's new total may not take below zero. One definition, for one event or many.
+
+
+def _remaining(total, sold, pending):
+    # Written once for integers and for query expressions alike.
+    return total - sold - pending
+
+
+def event_pending_tickets(*, event_id: int) -> int:
+    """Return the tickets in the event's pending orders (one query)."""
+    pending = Order.objects.filter(event_id=event_id, status=Order.Status.PENDING)
+    return pending.aggregate(n=Sum("quantity"))["n"] or 0
+
+
+def event_remaining(*, event: Event) -> int:
+    """Return what is left to sell of `event`: total - sold - pending (one query).
+
+    Total and sold are taken from `event` as the caller holds it (locked, or changed and
+    not saved yet); pending is read from PostgreSQL.
+    """
+    return _remaining(
+        event.total_tickets, event.tickets_sold, event_pending_tickets(event_id=event.pk)
     )
+
+
+def events_with_remaining(events: QuerySet[Event]) -> QuerySet[Event]:
+    """Annotate `events` with `pending` (tickets in pending orders) and `remaining`
+    (total - sold - pending), computed in the query that lists them."""
+    pending = Q(orders__status=Order.Status.PENDING)
+    return events.annotate(pending=Coalesce(Sum("orders__quantity", filter=pending), 0)).annotate(
+        remaining=_remaining(F("total_tickets"), F("tickets_sold"), F("pending"))
+    )
+
+
+def event_gate_snapshot(*, event: Event) -> GateSnapshot:
+    """Compute from PostgreSQL what the gate must hold: `event_remaining`, and each
+    buyer's tickets held (pending or confirmed)."""
+    remaining = event_remaining(event=event)
     held = (
         Order.objects.filter(
             Q(status=Order.Status.PENDING) | Q(status=Order.Status.CONFIRMED),
@@ -146,7 +181,7 @@ def event_gate_snapshot(*, event: Event) -> GateSnapshot:
     )
     starts, ends, limit = event_sale_window(event=event)
     return GateSnapshot(
-        remaining=event.total_tickets - event.tickets_sold - pending,
+        remaining=remaining,
         starts=starts,
         ends=ends,
         limit=limit,

@@ -273,6 +273,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("text" if DEBUG else "json")
 if LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'text'.")
+# Beat's periodic tasks say at DEBUG what they would say at INFO every few seconds
+# (workers/celery.py, PeriodicTaskChatter): at INFO, a terminal shows requests, accepts
+# and commits.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

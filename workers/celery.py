@@ -4,7 +4,7 @@ import logging
 import os
 
 import redis
-from celery import Celery, bootsteps, signals
+from celery import Celery, bootsteps, current_task, signals
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
@@ -139,6 +139,56 @@ app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 logger = logging.getLogger(__name__)
+
+
+class PeriodicTaskChatter(logging.Filter):
+    """Log at DEBUG what beat's periodic tasks would say at INFO every few seconds.
+
+    Beat's "Sending due task", the worker's "Task ... received", "Task ... succeeded" and
+    "Discarding revoked task" (a refresh that expired in the queue), and the task's own
+    INFO lines (the task running when they are logged) are demoted, so that the INFO
+    lines of a terminal are requests, accepts and commits. Warnings and errors keep
+    their level.
+    """
+
+    def __init__(self, task_names: frozenset[str]):
+        super().__init__()
+        self.task_names = task_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or _task_name(record) not in self.task_names:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+# Celery's INFO lines that carry a task's name among their arguments, and where.
+_NAME_ARGUMENT = {
+    ("celery.beat", "Scheduler: Sending due task %s (%s)"): 1,
+    ("celery.worker.request", "Discarding revoked task: %s[%s]"): 0,
+}
+
+
+def _task_name(record: logging.LogRecord) -> str | None:
+    data = getattr(record, "data", None)  # celery.worker.strategy's and celery.app.trace's
+    if isinstance(data, dict):
+        return data.get("name")
+    index = _NAME_ARGUMENT.get((record.name, record.msg))
+    if index is not None:
+        return record.args[index]
+    return current_task.name if current_task else None
+
+
+PERIODIC_TASKS = frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
+_chatter = PeriodicTaskChatter(PERIODIC_TASKS)
+for _name in (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.worker.request",
+    "celery.app.trace",
+    "workers.tasks",
+):
+    logging.getLogger(_name).addFilter(_chatter)
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):

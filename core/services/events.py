@@ -5,7 +5,6 @@ from typing import Any
 
 import redis
 from django.db import transaction
-from django.db.models import Sum
 
 from core.cards import event_card_drop
 from core.exceptions import (
@@ -16,7 +15,7 @@ from core.exceptions import (
     TotalBelowCommittedError,
 )
 from core.models import Event, Order
-from core.selectors import event_gate_snapshot, event_sale_window
+from core.selectors import event_gate_snapshot, event_remaining, event_sale_window
 from core.stock import (
     new_operation_id,
     stock_forget,
@@ -113,14 +112,12 @@ def _event_update_locked(*, event_id: int, data: dict[str, Any], expected_total:
             raise _TotalChangedError()
         for field, value in data.items():
             setattr(event, field, value)
-        pending = (
-            event.orders.filter(status=Order.Status.PENDING).aggregate(n=Sum("quantity"))["n"] or 0
-        )
-        if event.total_tickets < event.tickets_sold + pending:
+        remaining = event_remaining(event=event)  # with the new total
+        if remaining < 0:
+            minimum = event.total_tickets - remaining  # tickets sold or reserved
             raise TotalBelowCommittedError(
-                f"total_tickets cannot drop below {event.tickets_sold + pending} "
-                "(tickets sold or reserved).",
-                extra={"minimum": event.tickets_sold + pending},
+                f"total_tickets cannot drop below {minimum} (tickets sold or reserved).",
+                extra={"minimum": minimum},
             )
         event.save()
     return event

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from core.exceptions import ConflictError, PermissionDeniedError
+from core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from core.models import User, UserTombstone
 from core.stock import get_redis
 
@@ -117,6 +117,39 @@ def user_delete(*, user_id: int) -> None:
     with transaction.atomic():
         user_tokens_revoke(user_id=user_id, deleted=True)
         User.objects.filter(pk=user_id).delete()
+
+
+class TokenRefusedError(ApplicationError):
+    """A refresh token that may not be renewed (base of the two causes below)."""
+
+    status_code = 401
+
+
+class NoActiveAccountError(TokenRefusedError):
+    code = "no_active_account"
+    message = "No active account for this token."
+
+
+class TokenRevokedError(TokenRefusedError):
+    code = "token_revoked"
+    message = "This token has been revoked."
+
+
+def access_user_for_refresh(*, user_id: int | None, issued_at: int) -> User:
+    """Return the user a refresh token of theirs, issued at `issued_at` (epoch second),
+    may be renewed for.
+
+    Raises NoActiveAccountError if the user is gone or inactive, TokenRevokedError if
+    `user_tokens_revoke` voided their tokens after it was issued: a password or role
+    change revokes refresh tokens too, not only access tokens. One query.
+    """
+    user = User.objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        raise NoActiveAccountError()
+    valid_after = user.tokens_valid_after
+    if valid_after and issued_at < int(valid_after.timestamp()):
+        raise TokenRevokedError()
+    return user
 
 
 def _revocations_load() -> dict[int, int]:

@@ -16,7 +16,7 @@ from api import serializers as s
 from api.lean import LeanApiView
 from api.parsers import request_json
 from api.permissions import IsBuyer
-from api.throttles import PurchaseRateThrottle
+from api.throttles import RedisRateThrottle
 from core.cards import order_json
 from core.exceptions import (
     InsufficientTicketsError,
@@ -26,6 +26,19 @@ from core.exceptions import (
     SoldOutError,
 )
 from core.models import Event, Order, Ticket
+
+
+class PurchaseRateThrottle(RedisRateThrottle):
+    """Per user: the purchase rate (THROTTLE_PURCHASE_RATE) for a view without the gate.
+
+    The product's purchase view counts the same rate per buyer and event inside the
+    gate's Lua call instead (`api.throttles.purchase_rate`).
+    """
+
+    scope = "purchase"
+
+    def get_ident_key(self, request) -> str | None:
+        return str(request.user.pk) if request.user and request.user.is_authenticated else None
 
 
 def purchase_commit_naive(*, user_id: int, event_id: int, quantity: int) -> Order:

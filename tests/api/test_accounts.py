@@ -278,6 +278,17 @@ def test_refresh_is_refused_for_a_deleted_user(anon, buyer):
     assert_error(response, 401, "no_active_account")
 
 
+def test_a_refused_refresh_says_why_and_carries_the_bearer_challenge(anon, buyer):
+    refresh = login(anon, buyer.username).json()["refresh"]
+    User.objects.filter(pk=buyer.pk).update(is_active=False)
+
+    response = anon.post("/token/refresh/", {"refresh": refresh}, format="json")
+
+    body = assert_error(response, 401, "no_active_account")
+    assert body["message"] == "No active account for this token."
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
 def test_logout_blacklists_the_refresh_token(anon, buyer):
     refresh = login(anon, buyer.username).json()["refresh"]
 

@@ -112,7 +112,9 @@ def test_a_decrease_refused_by_the_database_gives_the_gate_its_tickets_back(
 
     response = admin_client.patch(f"/events/{event.pk}/", {"total_tickets": 49}, format="json")
 
-    assert_error(response, 409, "total_below_committed")
+    body = assert_error(response, 409, "total_below_committed")
+    assert body["minimum"] == 50  # sold + pending
+    assert body["message"] == "total_tickets cannot drop below 50 (tickets sold or reserved)."
     assert stock_remaining(event_id=event.pk) == 100
 
 
