@@ -13,9 +13,10 @@ from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, Token
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from api.throttles import login_failures_rate
+from core.exceptions import TokenRefusedError
 from core.models import Event, Order, User
 from core.services.logins import login_attempt
-from core.services.users import TokenRefusedError, access_user_for_refresh
+from core.services.users import access_user_for_refresh
 
 MAX_TOTAL_TICKETS = 1_000_000
 # Every C0/C1 control character, tab and newline included: names and venues are one line.

@@ -113,3 +113,25 @@ class QueueUnavailableError(ServiceBusyError):
 class GateUnavailableError(ServiceBusyError):
     code = "gate_unavailable"
     message = "The stock gate is unavailable; nothing was done. Retry shortly."
+
+
+class TooManyAttemptsError(ApplicationError):
+    code = "too_many_attempts"
+    status_code = 429
+    message = "Too many failed logins for this account; retry later."
+
+
+class TokenRefusedError(ApplicationError):
+    """A refresh token that may not be renewed (base of the two causes below)."""
+
+    status_code = 401
+
+
+class NoActiveAccountError(TokenRefusedError):
+    code = "no_active_account"
+    message = "No active account for this token."
+
+
+class TokenRevokedError(TokenRefusedError):
+    code = "token_revoked"
+    message = "This token has been revoked."

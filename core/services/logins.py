@@ -25,16 +25,10 @@ from dataclasses import dataclass
 
 import redis
 
-from core.exceptions import ApplicationError
+from core.exceptions import TooManyAttemptsError
 from core.stock import get_redis
 
 logger = logging.getLogger(__name__)
-
-
-class TooManyAttemptsError(ApplicationError):
-    code = "too_many_attempts"
-    status_code = 429
-    message = "Too many failed logins for this account; retry later."
 
 
 # Give back one attempt, unless its window has expired meanwhile (a DECR would then

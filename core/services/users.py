@@ -11,7 +11,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
+from core.exceptions import (
+    ConflictError,
+    NoActiveAccountError,
+    PermissionDeniedError,
+    TokenRevokedError,
+)
 from core.models import User, UserTombstone
 from core.stock import get_redis
 
@@ -117,22 +122,6 @@ def user_delete(*, user_id: int) -> None:
     with transaction.atomic():
         user_tokens_revoke(user_id=user_id, deleted=True)
         User.objects.filter(pk=user_id).delete()
-
-
-class TokenRefusedError(ApplicationError):
-    """A refresh token that may not be renewed (base of the two causes below)."""
-
-    status_code = 401
-
-
-class NoActiveAccountError(TokenRefusedError):
-    code = "no_active_account"
-    message = "No active account for this token."
-
-
-class TokenRevokedError(TokenRefusedError):
-    code = "token_revoked"
-    message = "This token has been revoked."
 
 
 def access_user_for_refresh(*, user_id: int | None, issued_at: int) -> User:
