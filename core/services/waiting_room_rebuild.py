@@ -140,8 +140,8 @@ def waiting_room_persist_all(*, now: float | None = None) -> int:
         answer = room_read(event_id=room.event_id, now=now, capacity=capacity)
         if answer.status is RoomStatus.MISSING:
             waiting_room_rebuild(event_id=room.event_id, now=now)
-            continue
-        if answer.status is RoomStatus.CLOSED:
+            answer = room_read(event_id=room.event_id, now=now, capacity=capacity)
+        if answer.status in (RoomStatus.MISSING, RoomStatus.CLOSED):
             continue
         room.capacity, room.serving, room.advanced_at = capacity, answer.serving, answer.advanced_at
         room.expired_total, room.admitted_total = answer.expired, answer.admitted_total
