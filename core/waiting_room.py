@@ -221,3 +221,16 @@ def room_load(*, event_id: int, now: float, fields: dict) -> bool:
     for name, value in fields.items():
         args += [name, value]
     return bool(room_script(_body("load"))(keys=_call_keys(event_id, "")[:7], args=args))
+
+
+RECENT_SECONDS = 10.0  # as room.lua's room_recent
+
+
+def room_admitted_recent(ranges: list[str], *, now: float) -> int:
+    """Numbers admitted by the ranges ('a:b:t', room.lua) that began in the last 10 s."""
+    admitted = 0
+    for member in ranges:
+        first, last, began = member.split(":")
+        if float(began) >= now - RECENT_SECONDS:
+            admitted += int(last) - int(first) + 1
+    return admitted
