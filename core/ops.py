@@ -195,7 +195,7 @@ def waiting_room_summary(*, limit: int = 50) -> list[dict]:
     Redis does not answer.
     """
     from core.models import WaitingRoom
-    from core.waiting_room import room_admitted_recent, room_keys
+    from core.waiting_room import room_keys
 
     rooms = list(
         WaitingRoom.objects.filter(event__in=events_on_sale())
@@ -217,26 +217,29 @@ def waiting_room_summary(*, limit: int = 50) -> list[dict]:
     for i, event_id in enumerate(rooms):
         room, ranges, gate = replies[3 * i : 3 * i + 3]
         room = dict(zip(fields, room, strict=True))
-        if room["on"] != "1":
-            continue  # not in Redis yet (rebuilt on the next room call)
-        serving, joined = int(room["serving"]), int(room["joined"])
-        remaining, starts = (None, 0.0) if gate[0] is None else (int(gate[0]), float(gate[1]))
-        rows.append(
-            {
-                "event": event_id,
-                "joined": joined,
-                "waiting": max(0, joined - serving),
-                "serving": serving,
-                "admitted_per_second": room_admitted_recent(ranges, now=now) / 10,
-                "admitted_not_bought": int(room["open"]),
-                "expired": int(room["expired"]),
-                "capacity": int(room["capacity"]),
-                "rate": int(room["rate"]) if room["rate"] else None,
-                "paused": room["paused"] == "1",
-                "sold_out": remaining is not None and remaining <= 0,
-                "admitting": room["paused"] != "1"
-                and now >= starts
-                and (remaining is None or remaining > 0),
-            }
-        )
+        if room["on"] == "1":  # else not in Redis yet: rebuilt on the next room call
+            rows.append(_waiting_room_row(event_id, room, ranges, gate, now))
     return rows
+
+
+def _waiting_room_row(event_id: int, room: dict, ranges: list, gate: list, now: float) -> dict:
+    from core.waiting_room import room_admitted_recent
+
+    serving, joined = int(room["serving"]), int(room["joined"])
+    remaining, starts = (None, 0.0) if gate[0] is None else (int(gate[0]), float(gate[1]))
+    return {
+        "event": event_id,
+        "joined": joined,
+        "waiting": max(0, joined - serving),
+        "serving": serving,
+        "admitted_per_second": room_admitted_recent(ranges, now=now) / 10,
+        "admitted_not_bought": int(room["open"]),
+        "expired": int(room["expired"]),
+        "capacity": int(room["capacity"]),
+        "rate": int(room["rate"]) if room["rate"] else None,
+        "paused": room["paused"] == "1",
+        "sold_out": remaining is not None and remaining <= 0,
+        "admitting": room["paused"] != "1"
+        and now >= starts
+        and (remaining is None or remaining > 0),
+    }
