@@ -31,6 +31,7 @@ from core.services.waiting_room import (
 )
 from core.waiting_room import RoomAnswer
 
+STATES = ["waiting", "admitted", "expired", "sold_out"]
 # The crowd polls the public state; the front door caches it for this long.
 PUBLIC_CACHE_CONTROL = "public, max-age=1"
 
@@ -74,7 +75,7 @@ def public_json(event_id: int, answer: RoomAnswer) -> dict:
     }
 
 
-class EntryOutputSerializer(serializers.Serializer):
+class WaitingRoomEntrySerializer(serializers.Serializer):
     """Schema only: a buyer's own state (rendered by entry_json)."""
 
     number = serializers.IntegerField(
@@ -84,12 +85,12 @@ class EntryOutputSerializer(serializers.Serializer):
     position = serializers.IntegerField(
         allow_null=True, help_text="number - serving, at least 0 (0: admitted)."
     )
-    state = serializers.ChoiceField(["waiting", "admitted", "expired", "sold_out"])
+    state = serializers.ChoiceField(STATES)
     admitted_until = serializers.DateTimeField(allow_null=True)
     estimated_wait_seconds = serializers.FloatField(allow_null=True)
 
 
-class PublicOutputSerializer(serializers.Serializer):
+class WaitingRoomPublicSerializer(serializers.Serializer):
     """Schema only: the public state (rendered by public_json)."""
 
     event = serializers.IntegerField()
@@ -106,6 +107,29 @@ class PublicOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+class WaitingRoomInputSerializer(serializers.Serializer):
+    rate = serializers.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        allow_null=True,
+        help_text="Buyers admitted per second; null: automatic (follows the commit rate).",
+    )
+    admission_seconds = serializers.IntegerField(
+        min_value=10, max_value=86_400, help_text="How long an admitted buyer may buy."
+    )
+    paused = serializers.BooleanField(default=False)
+
+
+class WaitingRoomSerializer(serializers.ModelSerializer):
+    """An Admin's view of the room's settings."""
+
+    event = serializers.IntegerField(source="event_id")
+
+    class Meta:
+        model = WaitingRoom
+        fields = ["event", "rate", "admission_seconds", "paused", "capacity"]
+
+
 _RETRY_AFTER = "Retry-After: seconds to the next look while waiting."
 
 
@@ -115,17 +139,8 @@ class WaitingRoomApi(LeanApiView):
     lean_methods = frozenset({"get"})
     permission_classes = [IsAdmin]
 
-    class InputSerializer(serializers.Serializer):
-        rate = serializers.IntegerField(min_value=1, max_value=100_000, allow_null=True)
-        admission_seconds = serializers.IntegerField(min_value=10, max_value=86_400)
-        paused = serializers.BooleanField(default=False)
-
-    class OutputSerializer(serializers.ModelSerializer):
-        event = serializers.IntegerField(source="event_id")
-
-        class Meta:
-            model = WaitingRoom
-            fields = ["event", "rate", "admission_seconds", "paused", "capacity"]
+    InputSerializer = WaitingRoomInputSerializer
+    OutputSerializer = WaitingRoomSerializer
 
     def get_permissions(self):
         return [] if self.request.method == "GET" else super().get_permissions()
@@ -135,7 +150,7 @@ class WaitingRoomApi(LeanApiView):
 
     @extend_schema(
         auth=[],
-        responses={200: PublicOutputSerializer, **errors(404, 503)},
+        responses={200: WaitingRoomPublicSerializer, **errors(404, 503)},
         summary="The waiting room's public state (Cache-Control: public, max-age=1)",
     )
     def get(self, request, event_id: int):
@@ -184,8 +199,10 @@ class WaitingRoomJoinApi(LeanApiView):
     @extend_schema(
         request=None,
         responses={
-            201: OpenApiResponse(EntryOutputSerializer, description="Joined. " + _RETRY_AFTER),
-            200: OpenApiResponse(EntryOutputSerializer, description="Already in: the same place."),
+            201: OpenApiResponse(WaitingRoomEntrySerializer, description="Joined. " + _RETRY_AFTER),
+            200: OpenApiResponse(
+                WaitingRoomEntrySerializer, description="Already in: the same place."
+            ),
             **errors(401, 403, 404, 429, 503),
         },
         summary="Join the event's waiting room (joining again keeps the place)",
@@ -203,7 +220,7 @@ class WaitingRoomEntryApi(LeanApiView):
 
     @extend_schema(
         responses={
-            200: OpenApiResponse(EntryOutputSerializer, description=_RETRY_AFTER),
+            200: OpenApiResponse(WaitingRoomEntrySerializer, description=_RETRY_AFTER),
             **errors(401, 403, 404, 429, 503),
         },
         summary="Your place in the event's waiting room",

@@ -217,6 +217,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "",
     "SERVERS": [{"url": API_PUBLIC_URL}],
+    "ENUM_NAME_OVERRIDES": {
+        "WaitingRoomStateEnum": ["waiting", "admitted", "expired", "sold_out"],
+    },
 }
 
 # --- Domain -----------------------------------------------------------------------

@@ -220,6 +220,6 @@ def test_the_schema_documents_every_room_endpoint(admin_client):
     assert set(paths["/events/{event_id}/waiting-room/"]) >= {"get", "put", "delete"}
     assert "post" in paths["/events/{event_id}/waiting-room/join/"]
     assert "get" in paths["/events/{event_id}/waiting-room/me/"]
-    public = schema["components"]["schemas"]["PublicOutput"]["properties"]
+    public = schema["components"]["schemas"]["WaitingRoomPublic"]["properties"]
     assert {"serving", "early_count", "sold_out", "opens_at"} <= set(public)
     assert paths["/events/{event_id}/waiting-room/"]["get"].get("security") in (None, [])
