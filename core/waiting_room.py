@@ -18,28 +18,32 @@ second, so a new joiner is admitted at once); each admission range expires
 `admission_seconds` after it was given, and its numbers that bought nothing are added
 to serving (an admission that expires unused lets the next buyer in).
 
-Phase 2, the purchase's admission check inside the gate's reserve script:
-  1. Register the reserve script as `room_script("<reserve body>")`: the library comes
-     first, so its body may call the functions below.
-  2. Append `room_keys(event_id)` (six keys) to the reserve call's KEYS, at positions
-     8..13 after today's seven, and build them once in the body:
+The purchase's admission check (to come) inside the gate's reserve script:
+  1. Register the reserve script as `room_script(<stock_reserve.lua's text>)`: the
+     library comes first, so its body may call the functions of core/room.lua.
+  2. Append `room_keys(event_id)` (six keys) to the reserve call's KEYS after today's
+     seven, at 8..13, and name them once in the body:
      `local room = room_keyset(KEYS, 8, KEYS[1])` (KEYS[1] is the gate hash).
-  3. After the rate limit, idempotency, sale window and sold-out checks (their answers
-     do not change) and before the stock is taken, call
-     `local a = room_admission_of(room, ARGV[1], now)` (user id as a string, now as a
-     number) and branch on `a.status`:
+  3. After the rate limit, the idempotency replay, the sale window and the sold-out
+     check (their answers do not change), before the stock is taken:
+       local a = room_admission_of(room, ARGV[1], now)   -- user id string, now a number
+     and branch on `a.status`:
        'missing'    -> return {'missing', 0}: the caller rebuilds the gate AND the room
-                       (waiting_room_rebuild writes {on = 0} for events without one)
-                       and asks again; never treat a missing room as "no room";
-       'closed'     -> no waiting room: go on exactly as today;
-       'admitted'   -> go on; once the stock is taken, `room_bought(room, a.r,
-                       a.number, now)` (the next buyer gets in on the next call);
-       'not_joined', 'waiting' -> return {'not_admitted', a.position or ''}
-                       (NotAdmittedYetError: 409, position, Retry-After);
-       'expired'    -> return {'admission_expired', 0} (AdmissionExpiredError, 409);
-       'sold_out'   -> cannot happen after the sold-out check.
-     The reply adds two statuses; `a.deadline` (epoch s) may be returned after an 'ok'
-     for the order card. Everything stays one round trip and one Lua call.
+                       (waiting_room_rebuild; it writes {on = 0} for an event without a
+                       room) and asks again. Never read a missing room as "no room".
+       'closed'     -> no waiting room: on exactly as today.
+       'admitted'   -> on as today; once the stock is taken (the 'ok' path),
+                       `room_bought(room, a.r, a.number, now)`: the next buyer gets in
+                       on the next call (automatic), and a rebuild knows from the order.
+       'not_joined', 'waiting' -> `a.recent = room_recent(room, now)`, then
+                       return {'not_admitted', 0, unpack(room_reply(a))}
+       'expired'    -> return {'admission_expired', 0, unpack(room_reply(a))}
+       'sold_out'   -> does not happen after the sold-out check.
+     Python parses reply[2:] with `RoomAnswer.parse(..., now=now)` and raises
+     NotAdmittedYetError(position=max(answer.position or 0, 0) or None for an early
+     joiner before the opening, retry_after=EntryState.of(answer).retry_after) or
+     AdmissionExpiredError (core/exceptions.py). Still one Lua call, one round trip; an
+     event without a room pays one HMGET of its {on = 0} hash.
 """
 
 from __future__ import annotations
