@@ -5,6 +5,7 @@ import pytest
 from core.models import Event
 from core.services.waiting_room import (
     waiting_room_configure,
+    waiting_room_join,
     waiting_room_public,
     waiting_room_state,
 )
@@ -146,8 +147,6 @@ def test_a_room_configured_during_the_sale_admits_the_first_joiners_at_once(
 ):
     event = Event.objects.create(name="open", date=make_event().date, total_tickets=10)
     waiting_room_configure(event_id=event.pk, rate=2, admission_seconds=60, paused=False, now=t0)
-    from core.services.waiting_room import waiting_room_join
-
     buyers = make_buyers(3)
     states = [
         waiting_room_join(event_id=event.pk, user_id=b.pk, rate=None, now=t0 + 0.01).state
