@@ -49,6 +49,7 @@ class SharedStateCollector:
             value=sum(1 for row in rows if not row["agrees"]),
         )
         yield from _line_gauges(rows)
+        yield from _waiting_room_gauges()
 
 
 def _line_gauges(rows: list[dict]):
@@ -71,6 +72,32 @@ def _line_gauges(rows: list[dict]):
     for row in rows:
         for key, gauge in gauges.items():
             gauge.add_metric([str(row["event"])], row[key])
+    yield from gauges.values()
+
+
+_WAITING_ROOM_GAUGES = {
+    "joined": "Buyers who joined the event's waiting room.",
+    "waiting": "Buyers in the waiting room not admitted yet.",
+    "serving": "The waiting room's counter: every number up to it is admitted.",
+    "admitted_per_second": "Buyers admitted per second over the last 10 s.",
+    "admitted_not_bought": "Admitted buyers who have not bought and whose admission runs.",
+    "expired": "Admissions that expired unused (each let the next buyer in).",
+    "capacity": "Most admitted-not-bought buyers at once (automatic rate).",
+    "admitting": "1 while the room admits: open, not paused, stock left.",
+}
+
+
+def _waiting_room_gauges():
+    """Per event on sale with a waiting room (core.ops.waiting_room_summary)."""
+    from core.ops import waiting_room_summary
+
+    gauges = {
+        key: GaugeMetricFamily(f"event_waiting_room_{key}", text, labels=["event"])
+        for key, text in _WAITING_ROOM_GAUGES.items()
+    }
+    for row in waiting_room_summary():
+        for key, gauge in gauges.items():
+            gauge.add_metric([str(row["event"])], float(row[key]))
     yield from gauges.values()
 
 

@@ -12,7 +12,8 @@ _DESCRIPTIONS = {
     "(`not_authenticated`, `token_not_valid`, `token_revoked`, `bad_authorization_header`, "
     "`no_active_account`, `authentication_failed`).",
     403: "The caller's role may not do this (`permission_denied`).",
-    404: "No such resource or page, or not yours (`not_found`).",
+    404: "No such resource or page, or not yours (`not_found`); the event has no waiting "
+    "room (`waiting_room_closed`), or you have not joined it (`not_in_waiting_room`).",
     409: "Refused: `sold_out`, `insufficient_tickets`, `limit_exceeded`, `sale_not_open`, "
     "`request_in_progress`, `order_not_cancellable`, `event_has_sales`, "
     "`total_below_committed`.",
@@ -20,7 +21,8 @@ _DESCRIPTIONS = {
     422: "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
     429: "Rate limited (`throttled`); see Retry-After.",
     503: "A dependency is down; nothing was done (`database_unavailable`, "
-    "`queue_unavailable`, `gate_unavailable`, `service_unavailable`); see Retry-After.",
+    "`queue_unavailable`, `gate_unavailable`, `waiting_room_unavailable`, "
+    "`service_unavailable`); see Retry-After.",
 }
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api import views
+from api import views, waiting_room
 
 # The hot endpoints first: the resolver tries patterns in order, and a flash sale is
 # mostly purchases, polls and event reads.
@@ -10,6 +10,21 @@ urlpatterns = [
     ),
     path("orders/<int:order_id>/", views.OrderDetailApi.as_view(), name="order-detail"),
     path("events/<int:event_id>/", views.EventDetailApi.as_view(), name="event-detail"),
+    path(
+        "events/<int:event_id>/waiting-room/me/",
+        waiting_room.WaitingRoomEntryApi.as_view(),
+        name="waiting-room-entry",
+    ),
+    path(
+        "events/<int:event_id>/waiting-room/",
+        waiting_room.WaitingRoomApi.as_view(),
+        name="waiting-room",
+    ),
+    path(
+        "events/<int:event_id>/waiting-room/join/",
+        waiting_room.WaitingRoomJoinApi.as_view(),
+        name="waiting-room-join",
+    ),
     path("register/", views.RegisterApi.as_view(), name="register"),
     path("login/", views.LoginApi.as_view(), name="login"),
     path("token/refresh/", views.TokenRefreshApi.as_view(), name="token-refresh"),

@@ -135,3 +135,37 @@ class NoActiveAccountError(TokenRefusedError):
 class TokenRevokedError(TokenRefusedError):
     code = "token_revoked"
     message = "This token has been revoked."
+
+
+# --- The waiting room (core/services/waiting_room.py) ---------------------------------
+
+
+class WaitingRoomClosedError(NotFoundError):
+    code = "waiting_room_closed"
+    message = "This event has no waiting room."
+
+
+class NotInWaitingRoomError(NotFoundError):
+    code = "not_in_waiting_room"
+    message = "You have not joined this event's waiting room."
+
+
+class NotAdmittedYetError(ConflictError):
+    """Not admitted yet: the body carries the position, Retry-After the wait."""
+
+    code = "not_admitted_yet"
+    message = "Your turn in the waiting room has not come yet."
+
+    def __init__(self, message: str | None = None, *, position: int | None, retry_after: int):
+        super().__init__(message, extra={"position": position})
+        self.retry_after = retry_after
+
+
+class AdmissionExpiredError(ConflictError):
+    code = "admission_expired"
+    message = "Your admission from the waiting room has expired."
+
+
+class WaitingRoomUnavailableError(ServiceBusyError):
+    code = "waiting_room_unavailable"
+    message = "The waiting room is unavailable; nothing was done. Retry shortly."

@@ -204,3 +204,60 @@ class TopEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.rank} {self.name}"
+
+
+class WaitingRoom(models.Model):
+    """An event's waiting room: buyers join, get a number and are admitted in turn.
+
+    The Admin's settings (`rate`, `admission_seconds`, `paused`) are written here and to
+    the room's Redis hash by one service (core/services/waiting_room); `serving`,
+    `advanced_at` and the totals are the Redis counters as last persisted by beat, from
+    which a rebuild after a Redis loss restarts (never lower).
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.CASCADE, primary_key=True, related_name="waiting_room"
+    )
+    # Buyers admitted per second; null: automatic (at most `capacity` admitted at once).
+    rate = models.PositiveIntegerField(null=True, blank=True)
+    admission_seconds = models.PositiveIntegerField()
+    paused = models.BooleanField(default=False)
+    # Automatic mode's most admitted-not-yet-bought buyers (follows the commit rate).
+    capacity = models.PositiveIntegerField()
+    # Keys the early joiners' random order (HMAC); never shown to anyone.
+    secret = models.CharField(max_length=64, editable=False)
+    serving = models.PositiveIntegerField(default=0)
+    advanced_at = models.FloatField(default=0)  # epoch seconds, as Redis keeps it
+    admitted_total = models.PositiveIntegerField(default=0)
+    expired_total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"waiting room of {self.event_id}"
+
+
+class WaitingRoomEntry(models.Model):
+    """A buyer's place in an event's waiting room, durable across Redis losses.
+
+    Early joiners (before the opening) have `early_key`, a keyed hash whose rank among
+    the event's early keys is their number; later joiners have `number` itself.
+    """
+
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="waiting_room_entries", db_index=False
+    )
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    early = models.BooleanField()
+    early_key = models.BigIntegerField(null=True, blank=True)
+    number = models.PositiveIntegerField(null=True, blank=True)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Joining twice keeps one place; the index also serves the rebuild's reads.
+            models.UniqueConstraint(fields=["event", "user"], name="waiting_room_entry_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.event_id}"

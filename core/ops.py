@@ -171,5 +171,71 @@ def queue_summary(*, events_limit: int = 50) -> dict:
         "workers": workers,
         "events": gate,
         "disagreements": sum(1 for row in gate if not row["agrees"]),
+        "waiting_rooms": waiting_room_summary(limit=events_limit),
         "checked_at": timezone.now().isoformat(),
+    }
+
+
+# --- The waiting rooms (core/waiting_room.py) ---------------------------------------
+
+
+def waiting_room_summary(*, limit: int = 50) -> list[dict]:
+    """For each event on sale with a waiting room (soonest first): joined, waiting,
+    serving, admitted per second (last 10 s), admitted not yet bought, expired
+    admissions, the automatic capacity, and whether it is admitting now (open, not
+    paused, stock left): the room stalls when people wait, it admits, and serving
+    stands still (alert WaitingRoomStalled).
+
+    One query and one Redis round trip for every room, as gate_agreement; the counters
+    as the last room call (or beat's persist, every few seconds) left them. Empty when
+    Redis does not answer.
+    """
+    from core.models import WaitingRoom
+    from core.waiting_room import room_keys
+
+    rooms = list(
+        WaitingRoom.objects.filter(event__in=events_on_sale())
+        .order_by("event__date", "event_id")
+        .values_list("event_id", flat=True)[:limit]
+    )
+    fields = ("on", "serving", "joined", "open", "expired", "capacity", "paused", "rate")
+    pipe = get_redis().pipeline(transaction=False)
+    for event_id in rooms:
+        keys = room_keys(event_id)
+        pipe.hmget(keys[0], fields)
+        pipe.zrevrange(keys[4], 0, 11)
+        pipe.hmget(line_keys(event_id)[0], "remaining", "starts")
+    try:
+        replies = pipe.execute()
+    except redis.RedisError:
+        return []
+    now, rows = time.time(), []
+    for i, event_id in enumerate(rooms):
+        room, ranges, gate = replies[3 * i : 3 * i + 3]
+        room = dict(zip(fields, room, strict=True))
+        if room["on"] == "1":  # else not in Redis yet: rebuilt on the next room call
+            rows.append(_waiting_room_row(event_id, room, ranges, gate, now))
+    return rows
+
+
+def _waiting_room_row(event_id: int, room: dict, ranges: list, gate: list, now: float) -> dict:
+    from core.waiting_room import room_admitted_recent
+
+    serving, joined = int(room["serving"]), int(room["joined"])
+    remaining, starts = (None, 0.0) if gate[0] is None else (int(gate[0]), float(gate[1]))
+    return {
+        "event": event_id,
+        "joined": joined,
+        "waiting": max(0, joined - serving),
+        "serving": serving,
+        "admitted_per_second": room_admitted_recent(ranges, now=now) / 10,
+        "admitted_not_bought": int(room["open"]),
+        "expired": int(room["expired"]),
+        "capacity": int(room["capacity"]),
+        "rate": int(room["rate"]) if room["rate"] else None,
+        "paused": room["paused"] == "1",
+        "sold_out": remaining is not None and remaining <= 0,
+        "admitting": room["paused"] != "1"
+        and now >= starts
+        and (remaining is None or remaining > 0),
     }

@@ -177,6 +177,9 @@ REST_FRAMEWORK = {
         # Failed logins per username, from any address (api/throttles.py).
         "login_failures": env.str("THROTTLE_LOGIN_FAILURES", default="10/15min"),
         "register": env.str("THROTTLE_REGISTER_RATE", default="60/hour"),
+        # Joins and own-state reads of a waiting room per buyer, counted in the room's
+        # Lua call (core/services/waiting_room.py).
+        "waiting_room": env.str("THROTTLE_WAITING_ROOM_RATE", default="120/min"),
     },
     "UNAUTHENTICATED_USER": None,
     # Rate limits key on REMOTE_ADDR unless proxies are declared (X-Forwarded-For is forgeable).
@@ -214,6 +217,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "",
     "SERVERS": [{"url": API_PUBLIC_URL}],
+    "ENUM_NAME_OVERRIDES": {
+        "WaitingRoomStateEnum": ["waiting", "admitted", "expired", "sold_out"],
+    },
 }
 
 # --- Domain -----------------------------------------------------------------------
@@ -249,6 +255,14 @@ WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
 # Each worker announces itself this often; /ops/queues/ and /metrics count a worker
 # alive for three periods after its last announcement (no ping from the request).
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+# The waiting room (core/waiting_room.py): how often beat persists each room's counter
+# and sets its automatic capacity = the commit rate x the lag a buyer has between being
+# admitted and buying (Retry-After plus the public state's cache age), never below
+# the floor.
+WAITING_ROOM_PERSIST_SECONDS = env.float("WAITING_ROOM_PERSIST_SECONDS", default=2.0)
+WAITING_ROOM_ADMISSION_LAG_SECONDS = env.float("WAITING_ROOM_ADMISSION_LAG_SECONDS", default=2.0)
+WAITING_ROOM_MIN_CAPACITY = env.int("WAITING_ROOM_MIN_CAPACITY", default=100)
+WAITING_ROOM_MAX_RETRY_AFTER = env.int("WAITING_ROOM_MAX_RETRY_AFTER", default=30)
 # With debug on, API clients still get JSON for 404/405 (see api/debug.py); appended
 # here, outside the MIDDLEWARE list, so production runs without it.
 if DEBUG:

@@ -11,6 +11,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 os.environ.setdefault("THROTTLE_PURCHASE_RATE", "100000/min")
 os.environ.setdefault("THROTTLE_LOGIN_RATE", "100000/min")
 os.environ.setdefault("THROTTLE_REGISTER_RATE", "100000/min")
+os.environ.setdefault("THROTTLE_WAITING_ROOM_RATE", "100000/min")
 os.environ.setdefault("DJANGO_PASSWORD_HASHERS", "django.contrib.auth.hashers.MD5PasswordHasher")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
 # Tests revoke in one process and check in another at once; tests/api/test_tokens.py

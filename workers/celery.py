@@ -125,6 +125,11 @@ app.conf.update(
             "task": "workers.tasks.orders_requeue_stale",
             "schedule": float(settings.ORDER_REQUEUE_SECONDS),
         },
+        "waiting-room-persist": {
+            "task": "workers.room_tasks.waiting_room_persist",
+            "schedule": float(settings.WAITING_ROOM_PERSIST_SECONDS),
+            "options": {"expires": float(settings.WAITING_ROOM_PERSIST_SECONDS)},
+        },
         "top-events-refresh": {
             "task": "workers.tasks.top_events_refresh",
             "schedule": float(settings.TOP_EVENTS_REFRESH_SECONDS),
@@ -137,6 +142,7 @@ app.conf.update(
 # every task otherwise, which costs a connection handshake per order batch).
 app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+app.autodiscover_tasks(["workers"], related_name="room_tasks", force=True)
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,9 @@ RULE_METRICS = {
     "gate_disagreements",  # idem
     "queue_depth",  # idem
     "workers_alive",  # idem
+    "event_waiting_room_waiting",  # idem, per event with a waiting room
+    "event_waiting_room_admitting",  # idem
+    "event_waiting_room_serving",  # idem
     "http_request_duration_seconds_count",  # core/metrics.py REQUEST_LATENCY
 }
 

@@ -229,6 +229,12 @@ ADMIN_OPERATIONS = {
     ),
     "events-delete": ("delete", "/events/{event}/", None),
     "ops-queues": ("get", "/ops/queues/", None),
+    "waiting-room-put": (
+        "put",
+        "/events/{event}/waiting-room/",
+        lambda e: {"rate": None, "admission_seconds": 60},
+    ),
+    "waiting-room-delete": ("delete", "/events/{event}/waiting-room/", None),
 }
 
 

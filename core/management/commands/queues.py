@@ -54,4 +54,11 @@ class Command(BaseCommand):
                 f"             line {row['line_length']:>8} waiting, oldest "
                 f"{row['oldest_waiting_seconds']}s, served {row['served_per_second']}/s"
             )
+        for row in summary.get("waiting_rooms", []):
+            lines.append(
+                f"room  {row['event']:>6} joined {row['joined']:>8} waiting {row['waiting']:>8} "
+                f"serving {row['serving']:>8} admitted {row['admitted_per_second']}/s, "
+                f"not bought {row['admitted_not_bought']}, expired {row['expired']}, "
+                f"capacity {row['capacity']}" + ("" if row["admitting"] else " (not admitting)")
+            )
         return "\n".join(lines)
