@@ -156,7 +156,7 @@ def _series(row: dict) -> str:
     return label if engines == ("redis", "single") else f"{label}, {engines[0]}/{engines[1]}"
 
 
-def scale_out(scale: dict, path: Path) -> None:
+def scale_out(scale: dict, path: Path, goal: float | None) -> None:
     series = sorted({_series(row) for row in scale.values()})
     processes = sorted({row["processes"] for row in scale.values()})
     fig, ax = plt.subplots(figsize=(7 + len(series) * 0.4, 4))
@@ -175,7 +175,8 @@ def scale_out(scale: dict, path: Path) -> None:
             for p in processes
         ]
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
-    ax.axhline(2000, color="black", linestyle="--", linewidth=1, label="goal 2,000/s")
+    if goal:
+        ax.axhline(goal, color="black", linestyle="--", linewidth=1, label=f"goal {goal:,}/s")
     ax.set_xticks(x, [f"{p} process{'es' if p > 1 else ''}" for p in processes])
     ax.set_ylabel("orders committed / s")
     ax.set_title("Draining a backlog of pending orders", fontsize=10)
@@ -186,8 +187,8 @@ def scale_out(scale: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_all(run: dict, scale: dict, out: Path) -> None:
+def write_all(run: dict, scale: dict, out: Path, drain_goal: float | None = None) -> None:
     sale_timeline(run, out / "sale_timeline.png")
     latency_percentiles(run, out / "latency_percentiles.png")
     if scale:
-        scale_out(scale, out / "scale_out.png")
+        scale_out(scale, out / "scale_out.png", drain_goal)

@@ -1,10 +1,10 @@
 """CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
 
     python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
-                                  [--redis-cluster]
+                                  [--redis-cluster] [--database NAME] [--redis-db N]
 
 Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
-that number only). Every request goes through `core.wsgi.application` exactly as a
+that number only), with the load tools' environment (loadtests/stack.py). Every request goes through `core.wsgi.application` exactly as a
 server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
 rendering are all counted; the server's own cost is not (the benchmark measures that).
 Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
@@ -20,30 +20,12 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import statistics
 import sys
 import time
 
-from loadtests.stack import bench_env
-
-# Two runs on one machine (say, two checkouts) are kept apart with these.
-DB_NAME = os.environ.get("INPROCESS_DATABASE_NAME", "inprocess_ticketing")
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('INPROCESS_REDIS_DB', '9')}"
-
-ENV = {
-    "DJANGO_SETTINGS_MODULE": "core.settings",
-    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-    "REDIS_URL": REDIS_URL,
-    "CELERY_BROKER_URL": REDIS_URL,
-    "DJANGO_SECRET_KEY": bench_env("")["DJANGO_SECRET_KEY"],
-    "DJANGO_DEBUG": "0",
-    "THROTTLE_PURCHASE_RATE": "1000000000/min",
-    "LOG_LEVEL": "WARNING",
-    "DJANGO_PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
-    "JWT_ACCESS_LIFETIME_SECONDS": "7200",
-}
+DATABASE, REDIS_DB = "inprocess_ticketing", 9
 
 # Where a frame's file lives -> the stage it is charged to (first match wins).
 STAGES = [
@@ -64,12 +46,6 @@ STAGES = [
     ("dispatch", ("rest_framework/", "django/urls", "django/core/handlers", "api/", "core/")),
     ("server", ("wsgiref", "django/core/handlers/wsgi")),
 ]
-
-
-def _database_recreate() -> None:
-    from loadtests.stack import database_recreate
-
-    database_recreate(DB_NAME)
 
 
 def _fixtures() -> dict:
@@ -214,7 +190,7 @@ def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
     from django.conf import settings
 
     from core.stock import redis_clients_forget
-    from loadtests.redis_cluster import RedisClusterNodes
+    from tests.engines import RedisClusterNodes
 
     rows = {}
     for topology in ("single", "cluster"):
@@ -304,19 +280,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="also measure every endpoint on a three-node Redis Cluster (side by side)",
     )
+    parser.add_argument("--database", default=DATABASE, help="dropped and recreated")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="flushed (FLUSHDB)")
     args = parser.parse_args(argv)
-    os.environ.update(ENV)
-    # As in production (make run, docker-compose): metrics written to per-process files.
-    import tempfile
+    from loadtests.stack import stack_prepare
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="inprocess-metrics-")
-    _database_recreate()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
-    import django
-
-    django.setup()
+    stack_prepare(args.database, args.redis_db)
     fx = _fixtures()
     from core.wsgi import application
 

@@ -30,11 +30,10 @@ ADMIN_PREFIX = "loadtest-admin-"
 
 
 def setup_django() -> None:
-    """Configure Django from the environment (call once, before any other function)."""
+    """Configure Django from the environment. Only rows are written here, so without a
+    secret key this runs as `make run` does (debug on, the development key)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
     if not os.environ.get("DJANGO_SECRET_KEY"):
-        # Only rows are written here (tokens come from /login/), so no key is needed: run as
-        # `make run` does rather than refuse to start.
         os.environ.setdefault("DJANGO_DEBUG", "1")
     import django
 
@@ -183,27 +182,20 @@ def credentials_prepare(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--buyers", type=int, default=200)
-    parser.add_argument("--admins", type=int, default=1)
-    parser.add_argument("--tickets", type=int, default=10_000)
+    for flag, default in (("--buyers", 200), ("--admins", 1), ("--tickets", 10_000)):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--max-per-user", type=int, default=None)
     parser.add_argument(
-        "--token-seconds",
-        type=float,
-        default=3600.0,
+        "--token-seconds", type=float, default=3600.0,
         help="lifetime of the minted access tokens; 0: mint none (users log in)",
-    )
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-
     setup_django()
     prepared = credentials_prepare(
-        buyers=args.buyers,
-        admins=args.admins,
-        tickets=args.tickets,
-        max_per_user=args.max_per_user,
-        token_seconds=args.token_seconds or None,
-    )
+        buyers=args.buyers, admins=args.admins, tickets=args.tickets,
+        max_per_user=args.max_per_user, token_seconds=args.token_seconds or None,
+    )  # fmt: skip
     args.out.write_text(json.dumps(prepared, indent=1))
     print(
         f"prepared {len(prepared['buyers'])} buyers, {len(prepared['admins'])} admin(s), "

@@ -10,7 +10,7 @@ import requests
 
 from core import stock
 from core.models import Order, User
-from loadtests.redis_cluster import RedisClusterNodes
+from tests.engines import RedisClusterNodes
 from tests.concurrency.conftest import FAST_BEAT
 from tests.conftest import token_for
 from tests.faults.test_faults import REQUESTS, _lock_waiters, _pg

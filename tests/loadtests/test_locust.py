@@ -13,7 +13,7 @@ import pytest
 from core.models import Event, User
 from loadtests import locust_summary, prepare
 from loadtests.analysis import Samples
-from loadtests.processes import BIN, ROOT
+from tests.live import BIN, ROOT
 from tests.invariants import assert_invariants, wait_until_no_pending
 from tests.live import LiveStack
 
