@@ -1,8 +1,8 @@
 """results.json, report.md and the PNG charts of `python -m loadtests.bench`.
 
 The goals (which figures, their targets, their wording) are data: loadtests/goals.toml,
-or the file given with `--goals`. This module computes each goal's value and verdict
-and lays out the figures of the run.
+or the file given with `--goals`. This module computes each goal's value and verdict and
+lays out the figures of the run; the texts below take {PATH} placeholders (see _fill).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 GOALS = Path(__file__).resolve().parent / "goals.toml"
 NOISE_CORES = 0.25  # above this mean `other` CPU the report warns that the machine was busy
-CROWD_ANSWER_S = 10  # loadtests.analysis.CROWD_ANSWER_SECONDS
 # Endpoints of the CPU table: (label, scenario key, rps key, in-process profile name).
 ENDPOINTS = [
     ("bare WSGI app (server ceiling)", "bare", "rps", None),
@@ -29,21 +28,10 @@ ENDPOINTS = [
     ("naive sale, all requests", "naive", "all_rps_in_sale_window", None),
     ("naive purchase, sold out", "naive.flood", "rps", None),
 ]
-STAGES = (
-    "server",
-    "middleware",
-    "authentication",
-    "dispatch",
-    "redis",
-    "sql",
-    "rendering",
-    "other",
-)
-SCENARIOS = (
-    "bare", "health", "floor", "accept", "poll_pending", "poll_final", "sale", "flood", "naive",
-    "crowd",
-)  # fmt: skip
+STAGES = "server middleware authentication dispatch redis sql rendering other".split()
+SCENARIOS = "bare health floor accept poll_pending poll_final sale flood naive crowd".split()
 BASELINE_SCENARIOS = ("floor", "accept", "poll_pending", "poll_final", "flood")
+LAT_HEAD = "| | requests | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|"
 
 
 def goals_load(path: Path = GOALS) -> dict:
@@ -64,7 +52,7 @@ def _fill(text: str, view: dict) -> str:
     def one(match: re.Match) -> str:
         path, default, spec = match.groups()
         value = _get(view, path)
-        if value is None and default is not None:
+        if default is not None and (value is None or value == {}):
             value = int(default) if default.isdigit() else default
         return format(value, spec) if spec and value is not None else str(value)
 
@@ -209,27 +197,36 @@ def _code(results: dict) -> str:
     return f"`{code.get('commit', '?')}`" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
-def _lat_row(name: str, stats: dict | None) -> str:
-    stats = stats or {}
-    cells = [stats.get(k, "—") for k in ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")]
-    return f"| {name} | " + " | ".join(str(c) for c in cells) + " |"
-
-
-LAT_HEAD = "| | requests | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|"
-
-
-def _steady_table(title: str, data: dict) -> list[str]:
-    lines = [
-        title,
-        "",
-        f"**{data.get('rps')} req/s** over {data.get('seconds')} s (first second left out), "
-        f"{data.get('errors', 0)} errors.",
-        "",
-        LAT_HEAD,
-        _lat_row("all", data),
+def _lat_rows(prefix: str, by_outcome: dict | None) -> list[str]:
+    keys = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    return [
+        f"| {prefix.format(o)} | " + " | ".join(str(stats.get(k, "—")) for k in keys) + " |"
+        for o, stats in (by_outcome or {}).items()
     ]
-    lines += [_lat_row(f"`{o}`", stats) for o, stats in (data.get("by_outcome") or {}).items()]
-    return lines + [""]
+
+
+def _steady_table(title: str, data: dict, after: str = "") -> list[str]:
+    text = f"""{title}
+
+**{{rps}} req/s** over {{seconds}} s (first second left out), {{errors|0}} errors.
+
+{LAT_HEAD}"""
+    rows = _lat_rows("all", {"": data}) + _lat_rows("`{}`", data.get("by_outcome"))
+    return [_fill(text, data), *rows, "", *([_fill(after, data), ""] if after else [])]
+
+
+HEAD = """Command: `{command}` — commit {code_text}, {started}, {wall_seconds} s wall, {runs_text}. \
+Machine: {machine.cpus} cores shared by the load generator, the API server (granian, \
+`python -m core.serve`), Celery, PostgreSQL and Redis (all on 127.0.0.1). Concurrency \
+{args.concurrency} closed-loop clients, {args.buyers} buyers."""
+HEAD_BASELINE = """ Baseline: commit `{baseline.commit}` served by {baseline.server|its own server}, \
+measured right after each current measurement on the same database and Redis."""
+REFERENCES = """**References** (same server configuration as the product, 2 workers): bare WSGI \
+app **{summary.bare.rps} req/s** (runs {bare_range}; the load generator used \
+{summary.bare.cpu_cores.loadgen} cores: it, not the server, bounds this figure on \
+{machine.cpus} cores), `GET /health/` **{summary.health.rps} req/s** (runs {health_range}).
+
+"""
 
 
 def _head(results: dict) -> list[str]:
@@ -237,54 +234,41 @@ def _head(results: dict) -> list[str]:
     lines = ["# Flash-sale benchmark: the hot path, the baseline commit and a naive design", ""]
     if results.get("failure"):
         lines += ["> **THE RUN FAILED** — " + results["failure"].splitlines()[0], ""]
-    noise, cpus = noise_cores(results), results["machine"]["cpus"]
-    if noise > NOISE_CORES:
+    if (noise := noise_cores(results)) > NOISE_CORES:
         lines += [
-            f"> **Noisy machine:** other work used {noise:.2f} cores on average during the scenarios "
-            "(column `other` below), so absolute figures are low; compare the ratios, or re-run "
-            "when the machine is quiet.",
+            f"> **Noisy machine:** other work used {noise:.2f} cores on average during the "
+            "scenarios (column `other` below), so absolute figures are low; compare the ratios, "
+            "or re-run when the machine is quiet.",
             "",
         ]
-    baseline = results.get("baseline") or {}
-    lines.append(
-        f"Command: `{results['command']}` — commit {_code(results)}, {results['started']}, "
-        f"{results['wall_seconds']} s wall, {runs} run(s){' (medians)' if runs > 1 else ''}. "
-        f"Machine: {cpus} cores shared by the load generator, the API server (granian, "
-        "`python -m core.serve`), Celery, PostgreSQL and Redis (all on 127.0.0.1). Concurrency "
-        f"{results['args']['concurrency']} closed-loop clients, {results['args']['buyers']} buyers."
-        + (
-            f" Baseline: commit `{baseline['commit']}` served by "
-            f"{baseline.get('server', 'its own server')}, measured right after each current "
-            "measurement on the same database and Redis."
-            if baseline
-            else ""
-        )
-    )
-    lines.append("")
-    if s.get("bare") or s.get("health"):
-        bare, health = (
-            _range(_per_run(results, ["bare.rps"]), "{:.0f}"),
-            _range(_per_run(results, ["health.rps"]), "{:.0f}"),
-        )
-        lines += [
-            "**References** (same server configuration as the product, 2 workers): bare WSGI app "
-            f"**{_get(s, 'bare.rps')} req/s** (runs {bare}; the load generator used "
-            f"{_get(s, 'bare.cpu_cores.loadgen')} cores: it, not the server, bounds this figure on "
-            f"{cpus} cores), `GET /health/` **{_get(s, 'health.rps')} req/s** (runs {health}).",
-            "",
-        ]
-    return lines
+    view = {
+        **results,
+        "code_text": _code(results),
+        "runs_text": f"{runs} run(s){' (medians)' if runs > 1 else ''}",
+        "bare_range": _range(_per_run(results, ["bare.rps"]), "{:.0f}"),
+        "health_range": _range(_per_run(results, ["health.rps"]), "{:.0f}"),
+    }
+    text = HEAD + (HEAD_BASELINE if results.get("baseline") else "") + "\n\n"
+    text += REFERENCES if s.get("bare") or s.get("health") else ""
+    return lines + _fill(text, view).split("\n")[:-1]
+
+
+ACCEPT_COMMIT = """Workers committed these at {commit.orders_per_s} orders/s while the load ran, \
+in {commit.batches} batches ({commit.orders_per_batch} orders per batch) (accept → final p50 \
+{commit.accept_to_final_p50_ms} ms, p99 {commit.accept_to_final_p99_ms} ms)."""
+POLLED = """{orders} orders, one per buyer, each read by its owner; \
+{orders_still_in_status_after} of them still in that status after the scenario (no drain is \
+queued for the pending ones)."""
 
 
 def markdown(results: dict, spec: dict | None = None) -> str:
-    s = results.get("summary") or {}
+    s, rows = results.get("summary") or {}, goals(results, spec)
     lines = _head(results) + [
         "## Goals",
         "",
         "| Goal | Target | Measured (median) | Runs range | Result |",
         "|---|---|---|---|---|",
     ]
-    rows = goals(results, spec)
     lines += [
         f"| {r['goal']} | {r['target']} | {r['measured']} | {r['range']} | "
         f"**{r['verdict']}** {r['margin']} |"
@@ -292,26 +276,33 @@ def markdown(results: dict, spec: dict | None = None) -> str:
     ]
     lines += [""] + _limits_section(results, [r for r in rows if r["verdict"] == "MISS"])
     lines += _cpu_section(results) + _stage_section(results)
-    if s:
-        if s.get("floor"):
-            lines += _steady_table("## a. Authenticated `GET /events/<id>/`", s["floor"])
-        if s.get("accept"):
-            title = "## a′. Accept path: purchases that are all accepted (no polling)"
-            lines += _steady_table(title, s["accept"]) + [
-                f"Workers committed these at {_get(s, 'accept.commit.orders_per_s')} orders/s "
-                f"while the load ran, in {_get(s, 'accept.commit.batches')} batches "
-                f"({_get(s, 'accept.commit.orders_per_batch')} orders per batch) (accept → final "
-                f"p50 {_get(s, 'accept.commit.accept_to_final_p50_ms')} ms, "
-                f"p99 {_get(s, 'accept.commit.accept_to_final_p99_ms')} ms).",
-                "",
-            ]
-        lines += _poll_section(s)
-        lines += _sale_section(s) if s.get("sale") else []
-        lines += _steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
-        lines += _naive_section(s) if s.get("sale") and s.get("naive") else []
-        lines += _crowd_section(s) + _baseline_section(s)
-    lines += _scale_section(results.get("scale_out") or {}) + _resources_section(results)
-    lines += [
+    steady = [
+        ("floor", "## a. Authenticated `GET /events/<id>/`", ""),
+        (
+            "accept",
+            "## a′. Accept path: purchases that are all accepted (no polling)",
+            ACCEPT_COMMIT,
+        ),
+        ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending", POLLED),
+        ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed", POLLED),
+    ]
+    for key, title, after in steady:
+        lines += _steady_table(title, s[key], after) if s.get(key) else []
+    if s.get("sale"):
+        lines += _fill(SALE, s).split("\n") + _lat_rows(
+            "purchase `{}`", s["sale"].get("purchases_by_outcome")
+        )
+        lines += _lat_rows("poll → `{}`", s["sale"].get("polls_by_outcome")) + [""]
+    lines += _steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
+    if s.get("sale") and s.get("naive"):
+        lines += (
+            _fill(NAIVE, s).split("\n")
+            + _lat_rows("naive `{}`", s["naive"].get("purchases_by_outcome"))
+            + [""]
+        )
+    lines += _fill(CROWD, s).split("\n") if s.get("crowd") else []
+    lines += _baseline_section(s) + _scale_section(results.get("scale_out") or {})
+    lines += _resources_section(results) + [
         "## Charts",
         "",
         "![Requests/s and tickets over time](sale_timeline.png)",
@@ -346,17 +337,12 @@ def _cpu_section(results: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, key, rps_key, profile in ENDPOINTS:
-        data = _get(s, key)
-        if not data:
+        if not (data := _get(s, key)):
             continue
         old = (base.get(key) if key in BASELINE_SCENARIOS else None) or {}
-        cells = [
-            _get(data, rps_key),
-            data.get("api_cpu_ms_per_request"),
-            _get(profiles, f"{profile}.cpu_us_per_request") if profile else None,
-            old.get("rps"),
-            old.get("api_cpu_ms_per_request"),
-        ]
+        cells = [_get(data, rps_key), data.get("api_cpu_ms_per_request")]
+        cells += [_get(profiles, f"{profile}.cpu_us_per_request") if profile else None]
+        cells += [old.get("rps"), old.get("api_cpu_ms_per_request")]
         lines.append(
             f"| {label} | " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
         )
@@ -379,8 +365,7 @@ def _stage_section(results: dict) -> list[str]:
         "|---|---:|" + "---:|" * len(columns),
     ]
     for endpoint, profile in profiles.items():
-        stages = profile.get("stages") or {}
-        if not stages:
+        if not (stages := profile.get("stages") or {}):
             error = profile.get("error", "no profile")
             lines.append(f"| {endpoint} | — | {error} |" + " |" * (len(columns) - 1))
             continue
@@ -388,22 +373,6 @@ def _stage_section(results: dict) -> list[str]:
         cpu = profile.get("cpu_us_per_request") or "—"
         lines.append(f"| {endpoint} | {cpu} | " + " | ".join(cells) + " |")
     return lines + [""]
-
-
-def _poll_section(s: dict) -> list[str]:
-    lines = []
-    for key, title in (
-        ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending"),
-        ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed"),
-    ):
-        if data := s.get(key):
-            lines += _steady_table(title, data) + [
-                f"{data.get('orders')} orders, one per buyer, each read by its owner; "
-                f"{data.get('orders_still_in_status_after')} of them still in that status after "
-                "the scenario (no drain is queued for the pending ones).",
-                "",
-            ]
-    return lines
 
 
 def _baseline_section(s: dict) -> list[str]:
@@ -437,33 +406,82 @@ def _baseline_section(s: dict) -> list[str]:
     return lines + [""]
 
 
-def _crowd_section(s: dict) -> list[str]:
-    crowd = s.get("crowd")
-    if not crowd:
-        return []
-    return [
-        f"## f. Flash crowd: {crowd.get('connections') or 0:,} keep-alive connections on a sale",
-        "",
-        f"{crowd.get('tickets') or 0:,} tickets; every client holds one connection, buys from 1 s "
-        "before the opening until it sees `sold_out` (+1 s) and polls as the Locust buyer does. "
-        f"A request is answered when the API sends any HTTP response within {CROWD_ANSWER_S} s "
-        "(a 503 with `Retry-After` and a `code` included).",
-        "",
-        "| | |",
-        "|---|---:|",
-        f"| Requests | {crowd.get('requests')} |",
-        f"| Unanswered (socket errors, time-outs) | {crowd.get('unanswered')} |",
-        f"| Answered later than {CROWD_ANSWER_S} s | {crowd.get('answered_late')} |",
-        f"| Busy answers (503 + Retry-After + code) | {crowd.get('busy_answers')} |",
-        f"| 5xx without a code | {crowd.get('server_errors')} |",
-        "| Latency p50 / p90 / p99 / max ms | "
-        + " / ".join(str(_get(crowd, f"latency.{p}_ms")) for p in ("p50", "p90", "p99", "max"))
-        + " |",
-        f"| Sold out / all final after opening | {crowd.get('sold_out_after_open_s')} s / "
-        f"{crowd.get('all_final_after_open_s')} s |",
-        f"| Errors by kind | {crowd.get('errors') or 0} |",
-        "",
-    ]
+SALE = (
+    """## b. Flash sale (queued design)
+
+{sale.tickets|0:,} tickets, 1–4 per request; clients start 1 s before the opening and keep \
+buying until they see `sold_out` (+1 s), then poll their orders honouring `Retry-After`.
+
+| | |
+|---|---:|
+| Sold out after opening | {sale.sold_out_after_open_s} s |
+| Every order final after opening (PostgreSQL) | {sale.all_final_after_open_s} s |
+| Last client saw its order final | {sale.client_saw_all_final_after_open_s} s |
+| Purchase req/s, opening → sold out | {sale.purchase_rps_in_sale_window} |
+| All req/s incl. polls, opening → sold out | {sale.all_rps_in_sale_window} |
+| Orders accepted | {sale.orders_won|0:,} |
+| Worker commits during the sale | {sale.commit.orders_per_s} orders/s \
+(peak {sale.commit.peak_orders_in_1s} in 1 s) |
+| Commit batches (orders per batch) | {sale.commit.batches} ({sale.commit.orders_per_batch}) |
+| Accept → final | p50 {sale.commit.accept_to_final_p50_ms} ms, \
+p99 {sale.commit.accept_to_final_p99_ms} ms |
+| Polls per accepted order | {sale.line.polls_per_accepted_order} |
+| Final in PostgreSQL → buyer saw it | p50 {sale.line.final_to_seen_p50_s} s, \
+p90 {sale.line.final_to_seen_p90_s} s |
+| Estimated wait at accept vs actual accept → final, absolute error | median \
+{sale.line.estimate_abs_error_median_s} s, p90 {sale.line.estimate_abs_error_p90_s} s \
+({sale.line.estimates_null} accepts said null) |
+| Errors | {sale.errors|0} |
+
+"""
+    + LAT_HEAD
+)
+NAIVE = (
+    """## d. Queued vs naive, same sale, same concurrency
+
+The naive design commits the purchase inside the request under `select_for_update` \
+(loadtests/naive, a second API server with the same configuration). Its clients need no \
+polling; the queued clients' polls are extra load on the same 2 cores. After its sale, the \
+naive API gets the same sold-out flood as the queued one.
+
+| | queued | naive |
+|---|---:|---:|
+| Purchase req/s, opening → sold out | {sale.purchase_rps_in_sale_window} | \
+{naive.purchase_rps_in_sale_window} |
+| Purchase p50 ms in that window | {sale.purchase_latency_in_sale_window.p50_ms} | \
+{naive.purchase_latency_in_sale_window.p50_ms} |
+| Purchase p99 ms in that window | {sale.purchase_latency_in_sale_window.p99_ms} | \
+{naive.purchase_latency_in_sale_window.p99_ms} |
+| Sold out after opening, s | {sale.sold_out_after_open_s} | {naive.sold_out_after_open_s} |
+| Every order final after opening, s | {sale.all_final_after_open_s} | \
+{naive.all_final_after_open_s} |
+| Orders won | {sale.orders_won} | {naive.orders_won} |
+| Sold-out flood req/s | {flood.rps} | {naive.flood.rps} |
+| Sold-out flood p99 ms | {flood.p99_ms} | {naive.flood.p99_ms} |
+
+"""
+    + LAT_HEAD
+)
+CROWD = """## f. Flash crowd: {crowd.connections|0:,} keep-alive connections on a sale
+
+{crowd.tickets|0:,} tickets; every client holds one connection, buys from 1 s before the \
+opening until it sees `sold_out` (+1 s) and polls as the Locust buyer does. A request is \
+answered when the API sends any HTTP response within 10 s (a 503 with `Retry-After` and a \
+`code` included).
+
+| | |
+|---|---:|
+| Requests | {crowd.requests} |
+| Unanswered (socket errors, time-outs) | {crowd.unanswered} |
+| Answered later than 10 s | {crowd.answered_late} |
+| Busy answers (503 + Retry-After + code) | {crowd.busy_answers} |
+| 5xx without a code | {crowd.server_errors} |
+| Latency p50 / p90 / p99 / max ms | {crowd.latency.p50_ms} / {crowd.latency.p90_ms} / \
+{crowd.latency.p99_ms} / {crowd.latency.max_ms} |
+| Sold out / all final after opening | {crowd.sold_out_after_open_s} s / \
+{crowd.all_final_after_open_s} s |
+| Errors by kind | {crowd.errors|0} |
+"""
 
 
 def _api_ms_per_request(data: dict, rps_key: str) -> float | None:
@@ -472,44 +490,42 @@ def _api_ms_per_request(data: dict, rps_key: str) -> float | None:
     return round(cores / rps * 1000, 2) if cores and rps else None
 
 
+SALE_LIMIT = """- **Sale duration** is bound by the API's request rate: the sale took about \
+{requests:,} requests (purchases and one poll per order) at {sale.all_rps_in_sale_window} \
+req/s, with the API processes busy {sale.cpu_cores.api} cores ({sale_ms} ms of API CPU per \
+request; the floor GET costs {floor_ms} ms) and the load generator \
+{sale.cpu_cores.loadgen}, on {cpus} cores. The commit side was not the limit: workers busy \
+{sale.cpu_cores.worker} cores, accept → final p50 {sale.commit.accept_to_final_p50_ms} ms, \
+last order final {tail} s after the last ticket was sold."""
+NAIVE_LIMIT = """- **Queued vs naive**: the naive design was not held up by its row lock (waiters \
+in {waits}% of samples, at most {naive.pg_lock_waits.max_waiting_backends} waiting backend) \
+but by API CPU, like the queued design: {naive_ms} ms of API CPU per naive purchase against \
+{queued_ms} ms per queued purchase including its poll. With as many API processes as cores, \
+at most that many naive transactions queue on the event row; the queued design's advantage, \
+refusing without SQL, shows in the sold-out path, not in the accepted one."""
+
+
 def _limits_section(results: dict, missed: list[dict]) -> list[str]:
     """For each missed goal, what the same run says limits it (its `explain`)."""
     s = results.get("summary") or {}
     if not s or not missed:
         return []
-    sale, naive = s.get("sale") or {}, s.get("naive") or {}
-    kinds = {row["explain"] for row in missed}
+    sale, naive, kinds = s.get("sale") or {}, s.get("naive") or {}, {r["explain"] for r in missed}
+    g = lambda d, p: _get(d, p) or 0  # noqa: E731
+    view = {
+        **s,
+        "requests": round(g(sale, "all_rps_in_sale_window") * g(sale, "sale_window_s")),
+        "sale_ms": _api_ms_per_request(sale, "all_rps_in_sale_window"),
+        "floor_ms": _api_ms_per_request(s.get("floor") or {}, "rps"),
+        "cpus": results["machine"]["cpus"],
+        "tail": round(g(sale, "all_final_after_open_s") - g(sale, "sold_out_after_open_s"), 3),
+        "waits": round(g(naive, "pg_lock_waits.share_of_samples_with_waiters") * 100),
+        "naive_ms": _api_ms_per_request(naive, "purchase_rps_in_sale_window"),
+        "queued_ms": _api_ms_per_request(sale, "purchase_rps_in_sale_window"),
+    }
     lines = ["### What limits the missed goals", ""]
-    if "sale" in kinds:
-        window = (_get(sale, "all_rps_in_sale_window") or 0) * (_get(sale, "sale_window_s") or 0)
-        tail = (_get(sale, "all_final_after_open_s") or 0) - (
-            _get(sale, "sold_out_after_open_s") or 0
-        )
-        lines.append(
-            f"- **Sale duration** is bound by the API's request rate: the sale took about "
-            f"{round(window):,} requests (purchases and one poll per order) at "
-            f"{_get(sale, 'all_rps_in_sale_window')} req/s, with the API processes busy "
-            f"{_get(sale, 'cpu_cores.api')} cores "
-            f"({_api_ms_per_request(sale, 'all_rps_in_sale_window')} ms of API CPU per request; "
-            f"the floor GET costs {_api_ms_per_request(s.get('floor') or {}, 'rps')} ms) and the "
-            f"load generator {_get(sale, 'cpu_cores.loadgen')}, on {results['machine']['cpus']} "
-            f"cores. The commit side was not the limit: workers busy {_get(sale, 'cpu_cores.worker')} "
-            f"cores, accept → final p50 {_get(sale, 'commit.accept_to_final_p50_ms')} ms, last "
-            f"order final {round(tail, 3)} s after the last ticket was sold."
-        )
-    if "naive" in kinds:
-        waits = _get(naive, "pg_lock_waits.share_of_samples_with_waiters") or 0
-        lines.append(
-            f"- **Queued vs naive**: the naive design was not held up by its row lock (waiters in "
-            f"{round(waits * 100)}% of samples, at most "
-            f"{_get(naive, 'pg_lock_waits.max_waiting_backends')} waiting backend) but by API "
-            "CPU, like the queued design: "
-            f"{_api_ms_per_request(naive, 'purchase_rps_in_sale_window')} ms of API CPU per naive "
-            f"purchase against {_api_ms_per_request(sale, 'purchase_rps_in_sale_window')} ms per "
-            "queued purchase including its poll. With as many API processes as cores, at most "
-            "that many naive transactions queue on the event row; the queued design's advantage, "
-            "refusing without SQL, shows in the sold-out path, not in the accepted one."
-        )
+    lines += [_fill(SALE_LIMIT, view)] if "sale" in kinds else []
+    lines += [_fill(NAIVE_LIMIT, view)] if "naive" in kinds else []
     lines += _endpoint_limits(results, [row for row in missed if row["explain"] == "endpoint"])
     if len(lines) == 2:
         return []
@@ -541,102 +557,25 @@ def _endpoint_limits(results: dict, missed: list[dict]) -> list[str]:
     return lines
 
 
-def _sale_section(s: dict) -> list[str]:
-    sale = s["sale"]
+SCALE = """## e. Scale-out: draining a backlog of pending orders
 
-    def g(path):
-        return _get(sale, path)
+Pending orders inserted with one SQL statement (gate rebuilt from PostgreSQL), then a worker \
+with N prefork processes started and the drain task(s) published; timed from publication to \
+the last `finalized_at`.
 
-    lines = [
-        "## b. Flash sale (queued design)",
-        "",
-        f"{g('tickets') or 0:,} tickets, 1–4 per request; clients start 1 s before the opening and "
-        "keep buying until they see `sold_out` (+1 s), then poll their orders honouring "
-        "`Retry-After`.",
-        "",
-        "| | |",
-        "|---|---:|",
-        f"| Sold out after opening | {g('sold_out_after_open_s')} s |",
-        f"| Every order final after opening (PostgreSQL) | {g('all_final_after_open_s')} s |",
-        f"| Last client saw its order final | {g('client_saw_all_final_after_open_s')} s |",
-        f"| Purchase req/s, opening → sold out | {g('purchase_rps_in_sale_window')} |",
-        f"| All req/s incl. polls, opening → sold out | {g('all_rps_in_sale_window')} |",
-        f"| Orders accepted | {g('orders_won') or 0:,} |",
-        f"| Worker commits during the sale | {g('commit.orders_per_s')} orders/s "
-        f"(peak {g('commit.peak_orders_in_1s')} in 1 s) |",
-        f"| Commit batches (orders per batch) | {g('commit.batches')} "
-        f"({g('commit.orders_per_batch')}) |",
-        f"| Accept → final | p50 {g('commit.accept_to_final_p50_ms')} ms, "
-        f"p99 {g('commit.accept_to_final_p99_ms')} ms |",
-        f"| Polls per accepted order | {g('line.polls_per_accepted_order')} |",
-        f"| Final in PostgreSQL → buyer saw it | p50 {g('line.final_to_seen_p50_s')} s, "
-        f"p90 {g('line.final_to_seen_p90_s')} s |",
-        "| Estimated wait at accept vs actual accept → final, absolute error | median "
-        f"{g('line.estimate_abs_error_median_s')} s, p90 {g('line.estimate_abs_error_p90_s')} s "
-        f"({g('line.estimates_null')} accepts said null) |",
-        f"| Errors | {g('errors') or 0} |",
-        "",
-        LAT_HEAD,
-    ]
-    lines += [
-        _lat_row(f"purchase `{o}`", st)
-        for o, st in (sale.get("purchases_by_outcome") or {}).items()
-    ]
-    lines += [
-        _lat_row(f"poll → `{o}`", st) for o, st in (sale.get("polls_by_outcome") or {}).items()
-    ]
-    return lines + [""]
+Broker and Redis: the run's own (Redis as broker, one Redis) unless `--scale-out-engines` \
+added series (RabbitMQ quorum queues; a three-node Redis Cluster, the events' gates on the \
+nodes counted in the last column).
 
-
-def _naive_section(s: dict) -> list[str]:
-    q, n = s["sale"], s["naive"]
-    lines = [
-        "## d. Queued vs naive, same sale, same concurrency",
-        "",
-        "The naive design commits the purchase inside the request under `select_for_update` "
-        "(loadtests/naive, a second API server with the same configuration). Its clients need no "
-        "polling; the queued clients' polls are extra load on the same 2 cores. After its sale, "
-        "the naive API gets the same sold-out flood as the queued one.",
-        "",
-        "| | queued | naive |",
-        "|---|---:|---:|",
-    ]
-    for label, key in (
-        ("Purchase req/s, opening → sold out", "purchase_rps_in_sale_window"),
-        ("Purchase p50 ms in that window", "purchase_latency_in_sale_window.p50_ms"),
-        ("Purchase p99 ms in that window", "purchase_latency_in_sale_window.p99_ms"),
-        ("Sold out after opening, s", "sold_out_after_open_s"),
-        ("Every order final after opening, s", "all_final_after_open_s"),
-        ("Orders won", "orders_won"),
-    ):
-        lines.append(f"| {label} | {_get(q, key)} | {_get(n, key)} |")
-    for label, key in (("Sold-out flood req/s", "rps"), ("Sold-out flood p99 ms", "p99_ms")):
-        lines.append(f"| {label} | {_get(s, 'flood.' + key)} | {_get(n, 'flood.' + key)} |")
-    lines += ["", LAT_HEAD]
-    lines += [
-        _lat_row(f"naive `{o}`", st) for o, st in (n.get("purchases_by_outcome") or {}).items()
-    ]
-    return lines + [""]
+| Shape | Broker | Redis | Processes | Orders | Seconds | Orders/s | CPU cores: worker / \
+postgres | Redis nodes |
+|---|---|---|---:|---:|---:|---:|---|---:|"""
 
 
 def _scale_section(scale: dict) -> list[str]:
     if not scale:
         return []
-    lines = [
-        "## e. Scale-out: draining a backlog of pending orders",
-        "",
-        "Pending orders inserted with one SQL statement (gate rebuilt from PostgreSQL), then a "
-        "worker with N prefork processes started and the drain task(s) published; timed from "
-        "publication to the last `finalized_at`.",
-        "",
-        "Broker and Redis: the run's own (Redis as broker, one Redis) unless "
-        "`--scale-out-engines` added series (RabbitMQ quorum queues; a three-node Redis "
-        "Cluster, the events' gates on the nodes counted in the last column).",
-        "",
-        "| Shape | Broker | Redis | Processes | Orders | Seconds | Orders/s "
-        "| CPU cores: worker / postgres | Redis nodes |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|",
-    ]
+    lines = SCALE.split("\n")
     for row in scale.values():
         cpu = row["cpu_cores"]
         lines.append(
@@ -648,42 +587,37 @@ def _scale_section(scale: dict) -> list[str]:
     return lines + [""]
 
 
+RESOURCES = """## CPU (cores busy on average) and PostgreSQL lock waits per scenario
+
+`other` is CPU used on the machine by none of the listed roles (noise from other work).
+
+| Scenario | api | worker | postgres | redis | loadgen | other | lock-wait samples | max \
+waiting backends |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|"""
+
+
 def _resources_section(results: dict) -> list[str]:
     lines = [
         "## Processes: peak RSS (sampled every 0.2 s)",
         "",
         "| Process | Role | pid | Peak RSS MB |",
         "|---|---|---:|---:|",
-    ]
-    # The baseline commit's processes included (they are not in the goal).
+    ]  # the baseline commit's processes included (they are not in the goal)
     lines += [
         f"| {e['name']} | {e['role']} | {e.get('pid', '')} | {e['rss_mb']} |"
         for e in results.get("peak_rss_mb") or []
     ]
-    s = results.get("summary") or {}
-    if not s:
+    if not (s := results.get("summary") or {}):
         return lines + [""]
-    lines += [
-        "",
-        "## CPU (cores busy on average) and PostgreSQL lock waits per scenario",
-        "",
-        "`other` is CPU used on the machine by none of the listed roles (noise from other work).",
-        "",
-        "| Scenario | api | worker | postgres | redis | loadgen | other | lock-wait samples | "
-        "max waiting backends |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines += ["", *RESOURCES.split("\n")]
     names = [name for name in SCENARIOS if s.get(name)]
     names += ["naive.flood"] if _get(s, "naive.flood") else []
     names += [f"baseline.{n}" for n in BASELINE_SCENARIOS if _get(s, f"baseline.{n}")]
     for name in names:
-        data = _get(s, name)
-        cpu, locks = data.get("cpu_cores", {}), data.get("pg_lock_waits", {})
-        cells = [
-            cpu.get(role, 0) for role in ("api", "worker", "postgres", "redis", "loadgen", "other")
-        ]
-        share = f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}%"
-        cells += [share, locks.get("max_waiting_backends", 0)]
+        cpu, locks = _get(s, name).get("cpu_cores", {}), _get(s, name).get("pg_lock_waits", {})
+        cells = [cpu.get(r, 0) for r in ("api", "worker", "postgres", "redis", "loadgen", "other")]
+        cells += [f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}%"]
+        cells += [locks.get("max_waiting_backends", 0)]
         lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Most frequent lock waits (wait event: query), by samples:", ""]
     for name in ("accept", "sale", "naive"):
