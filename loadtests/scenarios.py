@@ -22,17 +22,8 @@ import requests
 from tqdm import tqdm
 
 from loadtests import prepare
-from loadtests.analysis import (
-    Samples,
-    answered_figures,
-    by_outcome,
-    cumulative,
-    errors,
-    latency_stats,
-    rate_timeline,
-    steady_state,
-    window_rate,
-)
+from loadtests.analysis import Samples, answered_figures, by_outcome, cumulative, errors
+from loadtests.analysis import latency_stats, rate_timeline, steady_state, window_rate
 from loadtests.profiling import Profiler
 from loadtests.stack import ROOT, LockSampler, Meter, Stack, cpu_delta, free_port
 from tests.invariants import InvariantError, assert_invariants, wait_until_no_pending
@@ -164,11 +155,8 @@ def login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
 def _order_times(event_id: int) -> dict[str, np.ndarray]:
     from core.models import Order
 
-    rows = list(
-        Order.objects.filter(event_id=event_id).values_list(
-            "created_at", "finalized_at", "quantity", "status"
-        )
-    )
+    fields = ("created_at", "finalized_at", "quantity", "status")
+    rows = list(Order.objects.filter(event_id=event_id).values_list(*fields))
     return {
         "created": np.array([r[0].timestamp() for r in rows]),
         "finalized": np.array([r[1].timestamp() if r[1] else np.nan for r in rows]),
