@@ -21,9 +21,9 @@ import numpy as np
 import requests
 from tqdm import tqdm
 
+from loadtests import analysis as an
 from loadtests import prepare
-from loadtests.analysis import Samples, answered_figures, by_outcome, cumulative, errors
-from loadtests.analysis import latency_stats, rate_timeline, steady_state, window_rate
+from loadtests.analysis import Samples
 from loadtests.profiling import Profiler
 from loadtests.stack import ROOT, LockSampler, Meter, Stack, cpu_delta, free_port
 from tests.invariants import InvariantError, assert_invariants, wait_until_no_pending
@@ -188,8 +188,8 @@ def _commit_figures(times: dict[str, np.ndarray]) -> dict:
 
 def _steady(raw: dict, **extra) -> dict:
     samples = raw.pop("samples")
-    by = by_outcome(samples, samples.mask())
-    return {**extra, **steady_state(samples), "by_outcome": by, **raw, "_samples": samples}
+    by = an.by_outcome(samples, samples.mask())
+    return {**extra, **an.steady_state(samples), "by_outcome": by, **raw, "_samples": samples}
 
 
 def _spec(ctx: Context, base_url: str | None, mode: str = "get", **fields) -> dict:
@@ -383,12 +383,12 @@ def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) ->
             float(samples.end[seen].max()) if seen.any() else None
         ),
         "sale_window_s": round(window_end - open_at, 3),
-        "purchase_rps_in_sale_window": window_rate(samples, open_at, window_end, kind="buy"),
-        "all_rps_in_sale_window": window_rate(samples, open_at, window_end),
-        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
-        "purchases_by_outcome": by_outcome(samples, samples.mask(kind="buy")),
-        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
-        "errors": errors(samples),
+        "purchase_rps_in_sale_window": an.window_rate(samples, open_at, window_end, kind="buy"),
+        "all_rps_in_sale_window": an.window_rate(samples, open_at, window_end),
+        "purchase_latency_in_sale_window": an.latency_stats(samples.latency[in_window]),
+        "purchases_by_outcome": an.by_outcome(samples, samples.mask(kind="buy")),
+        "polls_by_outcome": an.by_outcome(samples, samples.mask(kind="poll")),
+        "errors": an.errors(samples),
         "drain_after_load_s": round(drain, 2),
         "commit": None if naive_url else _commit_figures(times),
         "line": None if naive_url else _line_figures(samples, event_id),
@@ -397,11 +397,11 @@ def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) ->
         "pg_lock_waits": raw["pg_lock_waits"],
         "invariants": figures,
         "_chart": {
-            "rates": rate_timeline(samples, open_at),
+            "rates": an.rate_timeline(samples, open_at),
             "lock_waits": raw["pg_lock_waits"]["_timeline"],
             "open_at": open_at,
-            "reserved": cumulative(samples.end[won], samples.qty[won], open_at),
-            "committed": cumulative(
+            "reserved": an.cumulative(samples.end[won], samples.qty[won], open_at),
+            "committed": an.cumulative(
                 times["finalized"][confirmed], times["qty"][confirmed], open_at
             ),
         },
@@ -482,7 +482,7 @@ def scenario_crowd(ctx: Context, concurrency: int) -> dict:
     sale = scenario_sale(
         ctx, label="crowd", concurrency=concurrency, network_timeout=CROWD_ANSWER_SECONDS
     )
-    answered = answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)
+    answered = an.answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)
     return {**sale, "connections": concurrency, **answered}
 
 
