@@ -4,10 +4,11 @@
                               [--duration 6] [--backlog 20000] [--runs 1] [--out docs/benchmarks]
                               [--baseline COMMIT | --no-baseline] [--crowd 2000 | --skip-crowd]
                               [--goals loadtests/goals.toml] [--skip-stage-profiles]
-                              [--skip-scale-out] [--scale-out-engines redis/single,rabbitmq/cluster,...]
+                              [--skip-scale-out] [--scale-out-engines redis/single,...]
+                              [--database bench_ticketing] [--redis-db 10] [--keep-db]
 
-Creates its own PostgreSQL database (`bench_ticketing`, dropped and recreated, migrated)
-and uses Redis database 10 (FLUSHDB of that number only). Starts the API as production
+Creates its own PostgreSQL database (--database, dropped and recreated, migrated) and uses
+Redis database --redis-db (FLUSHDB of that number only). Starts the API as production
 does (`python -m core.serve`, granian, 2 workers) and a Celery worker (2 processes) as
 subprocesses on free loopback ports, logs buyers in once through POST /login/, then
 measures in each run:
@@ -56,7 +57,7 @@ from pathlib import Path
 from loadtests import report
 from loadtests.stack import ROOT, free_port
 
-DATABASE, REDIS_DB, INPROCESS_DATABASE = "bench_ticketing", 10, "bench_inprocess"
+DATABASE, REDIS_DB = "bench_ticketing", 10
 # The endpoints `python -m loadtests.inprocess` knows, profiled by stage after the runs.
 PROFILED_ENDPOINTS = ("health", "event_read", "sold_out", "accept", "poll_pending", "poll_final")
 
@@ -88,7 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "single|cluster (a three-node cluster started for the run), e.g. "
         "redis/single,redis/cluster,rabbitmq/single,rabbitmq/cluster (default redis/single)",
     )  # fmt: skip
-    add("--keep-db", action="store_true", help=f"leave {DATABASE} (and Redis DB) for inspection")
+    add("--database", default=DATABASE, help="dropped and recreated (NAME_inprocess too)")
+    add("--redis-db", type=int, default=REDIS_DB, help="Redis database number (FLUSHDB)")
+    add("--keep-db", action="store_true", help="leave the database and Redis DB for inspection")
     add("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
     if args.baseline is None:
@@ -134,7 +137,7 @@ def setup(args, work_dir: Path):
 
     busy = stack.busy_cores_before("benchmark")
     raise_open_files_limit(args.crowd + 1024)  # inherited by the servers started below
-    processes = stack.stack_prepare(DATABASE, REDIS_DB, work_dir)
+    processes = stack.stack_prepare(args.database, args.redis_db, work_dir)
     meter = stack.Meter(processes)
     meter.start()
     api_url = processes.start_api(workers=args.api_workers)
@@ -144,7 +147,7 @@ def setup(args, work_dir: Path):
     tokens = login_all(api_url, names, prepare.PASSWORD)
     print(f"{len(tokens)} buyers logged in in {time.monotonic() - started:.1f} s; api {api_url}")
     ids = prepare.user_ids(names)
-    return busy, Context(args, processes, meter, DATABASE, api_url, tokens, ids, work_dir)
+    return busy, Context(args, processes, meter, args.database, api_url, tokens, ids, work_dir)
 
 
 def baseline_start(ctx, commit: str) -> Path:
@@ -220,7 +223,7 @@ def run_once(ctx, run: dict) -> None:
     run["_complete"] = True
 
 
-def stage_profiles(out_dir: Path, requests: int = 600) -> dict:
+def stage_profiles(args, out_dir: Path, requests: int = 600) -> dict:
     """Per endpoint: in-process CPU µs per request and self time by stage, from
     `python -m loadtests.inprocess --only E --profile E` on a database of the benchmark's
     own, so that no other run's database is dropped. A failure is recorded per endpoint."""
@@ -232,7 +235,7 @@ def stage_profiles(out_dir: Path, requests: int = 600) -> dict:
     for endpoint in PROFILED_ENDPOINTS:
         command = [sys.executable, "-m", "loadtests.inprocess", "--only", endpoint]
         command += ["--profile", endpoint, "--requests", str(requests)]
-        command += ["--database", INPROCESS_DATABASE, "--redis-db", str(REDIS_DB)]
+        command += ["--database", f"{args.database}_inprocess", "--redis-db", str(args.redis_db)]
         try:
             done = subprocess.run(
                 command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
@@ -252,7 +255,7 @@ def stage_profiles(out_dir: Path, requests: int = 600) -> dict:
         found[endpoint] = entry
         error = f" ({entry['error']})" if "error" in entry else ""
         print(f"stage profile {endpoint}: {entry['cpu_us_per_request']} us/request{error}")
-    database_drop(INPROCESS_DATABASE)
+    database_drop(f"{args.database}_inprocess")
     return found
 
 
@@ -321,7 +324,7 @@ def main(argv=None) -> int:
             shutil.rmtree(tree.parent, ignore_errors=True)
     if not args.skip_stage_profiles and failure is None:
         print("--- stage profiles (in-process)", flush=True)
-        profiles = stage_profiles(work_dir)
+        profiles = stage_profiles(args, work_dir)
     complete = [run for run in runs if run.get("_complete")]
     results = {
         "command": " ".join(["python -m loadtests.bench", *(shlex.quote(a) for a in argv)]),
@@ -353,7 +356,7 @@ def main(argv=None) -> int:
 
         (args.out / "profiles.md").write_text(profiling.markdown(ctx.profiles, results["command"]))
     if ctx is not None:
-        stack.stack_teardown(ctx.stack, DATABASE, keep_db=args.keep_db)
+        stack.stack_teardown(ctx.stack, args.database, keep_db=args.keep_db)
     print(report.console_summary(results, report.goals_load(args.goals)), flush=True)
     if failure:
         banner = "!" * 78

@@ -4,7 +4,8 @@
                                   [--redis-cluster] [--database NAME] [--redis-db N]
 
 Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
-that number only), with the load tools' environment (loadtests/stack.py). Every request goes through `core.wsgi.application` exactly as a
+that number only), with the load tools' environment (loadtests/stack.py). Every request
+goes through `core.wsgi.application` exactly as a
 server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
 rendering are all counted; the server's own cost is not (the benchmark measures that).
 Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with

@@ -3,8 +3,8 @@
     python -m loadtests.run [--users 64] [--buyers 256] [--tickets 4000] [--processes 2]
                             [--flood-seconds 5] [--max-seconds 30] [--login] [--out loadtest-reports]
 
-(`make loadtest`). Creates its own PostgreSQL database (`loadtest_ticketing`, dropped and
-recreated, migrated) and uses Redis database 8 (FLUSHDB of that number only). Starts the
+(`make loadtest`). Creates its own PostgreSQL database (--database, `loadtest_ticketing`,
+dropped and recreated, migrated) and uses Redis database --redis-db 8 (FLUSHDB of it only). Starts the
 API as production does (python -m core.serve, DJANGO_DEBUG=0, a secret key made for the
 run, throttles raised; loadtests/stack.py) and a Celery worker, prepares buyers, an event
 on sale and their access tokens (loadtests.prepare), runs Locust headless with the
@@ -67,7 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--login", action="store_true", help="users log in through POST /login/ (PBKDF2)")
     add("--api-workers", type=int, default=2, help="API server workers (production default 2)")
     add("--worker-concurrency", type=int, default=2, help="Celery worker processes")
-    add("--keep-db", action="store_true", help=f"leave {DATABASE} for inspection")
+    add("--database", default=DATABASE, help="dropped and recreated")
+    add("--redis-db", type=int, default=REDIS_DB, help="Redis database number (FLUSHDB)")
+    add("--keep-db", action="store_true", help="leave the database and Redis DB for inspection")
     add("--out", type=Path, default=ROOT / "loadtest-reports")
     return parser.parse_args(argv)
 
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     }
     stack = None
     try:
-        stack = stack_prepare(DATABASE, REDIS_DB, out / "logs", fast_hashers=False)
+        stack = stack_prepare(args.database, args.redis_db, out / "logs", fast_hashers=False)
         summary.update(_sale_run(args, stack, out))
     except KeyboardInterrupt as exc:
         summary["failure"] = f"interrupted ({str(exc) or 'Ctrl-C'})"
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
         summary["failure"] = traceback.format_exc()
     finally:
         if stack is not None:
-            stack_teardown(stack, DATABASE, keep_db=args.keep_db)
+            stack_teardown(stack, args.database, keep_db=args.keep_db)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(markdown(summary))
     print(markdown(summary), flush=True)

@@ -1,14 +1,12 @@
 """The system's invariants, checked once a sale's queue has drained: by the tests that
-cross processes and by every scenario of the load tools (loadtests/)."""
+cross processes and by every scenario of the load tools (loadtests/).
+
+Importable before Django is set up (the load tools set it up after parsing their options).
+"""
 
 from __future__ import annotations
 
 import time
-
-from django.db.models import Count, Sum
-
-from core.models import Event, Order, Ticket
-from core.stock import get_redis
 
 
 class InvariantError(AssertionError):
@@ -19,6 +17,8 @@ def wait_until_no_pending(*event_ids: int, timeout: float = 90.0) -> float:
     """Wait until no order of these events is pending; return how long it took.
 
     Raises InvariantError if some are still pending after `timeout` seconds."""
+    from core.models import Order
+
     start = time.monotonic()
     pending = Order.objects.filter(event_id__in=event_ids, status=Order.Status.PENDING)
     while pending.exists():
@@ -30,6 +30,11 @@ def wait_until_no_pending(*event_ids: int, timeout: float = 90.0) -> float:
 
 def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict:
     """What PostgreSQL and the Redis gate (unless `gate` is False) say about one event."""
+    from django.db.models import Count, Sum
+
+    from core.models import Event, Order, Ticket
+    from core.stock import get_redis
+
     event = Event.objects.get(pk=event_id)
     orders = {
         row["status"]: row
@@ -73,6 +78,8 @@ def assert_invariants(
     orders than `unanswered_purchases` (answers that never arrived) may be unknown to
     them. `expect_sold_out`: clients heard sold_out, so every ticket must be sold.
     `gate=False` for a design without the Redis gate (the benchmark's naive baseline)."""
+    from core.models import Order
+
     figures = sold_figures(event_id, redis_client, gate=gate)
     problems = []
     if figures["tickets_sold"] > figures["total"]:
