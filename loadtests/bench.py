@@ -58,6 +58,7 @@ from loadtests import report
 from loadtests.stack import ROOT, free_port
 
 DATABASE, REDIS_DB = "bench_ticketing", 10
+BASELINE_SERVER = "gunicorn sync (its gunicorn.conf.py)"
 # The endpoints `python -m loadtests.inprocess` knows, profiled by stage after the runs.
 PROFILED_ENDPOINTS = ("health", "event_read", "sold_out", "accept", "poll_pending", "poll_final")
 
@@ -101,16 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _engines(text: str) -> tuple[tuple[str, str], ...]:
     pairs = tuple(tuple(item.strip().split("/")) for item in text.split(",") if item.strip())
+    known = {(b, t) for b in ("redis", "rabbitmq") for t in ("single", "cluster")}
     for pair in pairs:
-        if (
-            len(pair) != 2
-            or pair[0] not in ("redis", "rabbitmq")
-            or pair[1]
-            not in (
-                "single",
-                "cluster",
-            )
-        ):
+        if pair not in known:
             raise argparse.ArgumentTypeError(f"not BROKER/TOPOLOGY: {'/'.join(pair)}")
     return pairs
 
@@ -292,14 +286,8 @@ def main(argv=None) -> int:
 
     work_dir = Path(tempfile.mkdtemp(prefix="bench-ticketing-"))
     version, started = code_version(), time.monotonic()
-    runs, scale_out, profiles, failure, broken, ctx, tree, busy = (
-        [],
-        {},
-        {},
-        None,
-        False,
-        *[None] * 3,
-    )
+    runs, scale_out, profiles, failure, broken = [], {}, {}, None, False
+    ctx = tree = busy = None
     try:
         busy, ctx = setup(args, work_dir)
         if args.baseline:
@@ -337,14 +325,12 @@ def main(argv=None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "busy_cores_before_start": busy,
-        },
+        },  # fmt: skip
         "runs": [{k: _public(v) for k, v in run.items()} for run in runs],
         "summary": summarize(complete) if complete else {},
         "scale_out": scale_out,
         "stage_profiles": profiles,
-        "baseline": {"commit": args.baseline, "server": "gunicorn sync (its gunicorn.conf.py)"}
-        if args.baseline
-        else None,
+        "baseline": {"commit": args.baseline, "server": BASELINE_SERVER} if args.baseline else None,
         "peak_rss_mb": sorted(ctx.meter.peak_rss.values(), key=lambda e: e["name"]) if ctx else [],
         "failure": failure,
         "invariant_broken": broken,
@@ -360,9 +346,7 @@ def main(argv=None) -> int:
     print(report.console_summary(results, report.goals_load(args.goals)), flush=True)
     if failure:
         banner = "!" * 78
-        print(
-            f"\n{banner}\n{failure}\n(logs of the servers: {work_dir})\n{banner}", file=sys.stderr
-        )
+        print(f"\n{banner}\n{failure}\n(server logs: {work_dir})\n{banner}", file=sys.stderr)
         return 2
     return 0
 

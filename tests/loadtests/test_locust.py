@@ -172,9 +172,7 @@ def test_the_sale_window_runs_from_the_first_purchase_to_the_first_sold_out():
         (102.0 + i * 0.01, 0.013, "buy", "sold_out", 1, 0) for i in range(300)
     ]  # 3 s of refusals
 
-    figures = sale_figures(
-        samples_of(sale + polls + flood), lambda start, stop: {"api": 1.0}
-    )
+    figures = sale_figures(samples_of(sale + polls + flood), lambda start, stop: {"api": 1.0})
 
     assert figures["sale_window_s"] == pytest.approx(2.013)  # to the end of the first sold_out
     # Every purchase started in the window counts, refusals too (as in the benchmark).
