@@ -212,30 +212,39 @@ def parse_stage_profile(text: str) -> dict:
     return {"cpu_us_per_request": cpu, "stages": stages}
 
 
+def sale_window(samples: Samples, open_at: float) -> tuple[dict, float | None]:
+    """A sale's figures between `open_at` and the first sold_out answer (or the last answer),
+    as the benchmark's sale and the Locust run report them; and that sold-out moment."""
+    sold_out = samples.mask(kind="buy", outcome="sold_out")
+    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
+    end = sold_out_at or float(samples.end.max())
+    in_window = samples.mask(kind="buy", start=open_at, stop=end)
+    figures = {
+        "sale_window_s": round(end - open_at, 3),
+        "purchase_rps_in_sale_window": window_rate(samples, open_at, end, kind="buy"),
+        "all_rps_in_sale_window": window_rate(samples, open_at, end),
+        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
+        "purchases_by_outcome": by_outcome(samples, samples.mask(kind="buy")),
+        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
+        "errors": errors(samples),
+    }
+    return figures, sold_out_at
+
+
 def sale_figures(samples: Samples, cores) -> dict:
-    """A Locust flash sale's figures (loadtests.run), computed as the benchmark's sale and
-    flood are: the window runs from the first purchase (the sale is open before the first
-    user arrives) to the first sold_out. `cores(start, stop)`: CPU cores per role."""
+    """A Locust flash sale's figures (loadtests.run): the window runs from the first purchase
+    (the sale is open before the first user arrives) to the first sold_out; the flood from a
+    second after it. `cores(start, stop)`: CPU cores per role over a span."""
     buys = samples.mask(kind="buy")
     if not buys.any():
         return {"purchases": 0}
-    open_at = float(samples.t[buys].min())
-    sold_out = samples.mask(kind="buy", outcome="sold_out")
-    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
-    last = float(samples.end.max())
-    window_end = sold_out_at or last
-    in_window = samples.mask(kind="buy", start=open_at, stop=window_end)
+    open_at, last = float(samples.t[buys].min()), float(samples.end.max())
+    window, sold_out_at = sale_window(samples, open_at)
     figures = {
         "sold_out_after_first_purchase_s": round(sold_out_at - open_at, 3) if sold_out_at else None,
-        "sale_window_s": round(window_end - open_at, 3),
         "orders_won": int(samples.mask(kind="buy", outcome="accepted").sum()),
-        "purchase_rps_in_sale_window": window_rate(samples, open_at, window_end, kind="buy"),
-        "all_rps_in_sale_window": window_rate(samples, open_at, window_end),
-        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
-        "purchases_by_outcome": by_outcome(samples, buys),
-        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
-        "errors": errors(samples),
-        "cpu_cores_in_sale_window": cores(open_at, window_end),
+        **window,
+        "cpu_cores_in_sale_window": cores(open_at, sold_out_at or last),
         "sold_out": sold_out_at is not None,
     }
     start = (sold_out_at or 0) + FLOOD_WARMUP_SECONDS

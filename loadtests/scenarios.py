@@ -209,9 +209,9 @@ def _final_seen(samples: Samples) -> np.ndarray:
 
 def scenario_bare(ctx: Context) -> dict:
     """Reference: a bare WSGI app (loadtests/bare.py) on the product's server, its ceiling."""
-    app = "loadtests.bare:application"
+    app, workers = "loadtests.bare:application", ctx.args.api_workers
     url = ctx.stack.start_api(
-        "bare-api", port=free_port(), workers=ctx.args.api_workers, app=app, health_path="/"
+        "bare-api", port=free_port(), workers=workers, app=app, health_path="/"
     )
     try:
         return _steady(drive(ctx, "bare", _spec(ctx, url), lambda: {"path": "/"}))
@@ -246,12 +246,9 @@ def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
     accepted = samples.order_id[samples.mask(outcome="accepted")]
     figures = assert_invariants(event_id, label=label, accepted_ids=accepted)
     commit = _commit_figures(_order_times(event_id))
+    drain = round(drain, 2)
     return _steady(
-        raw,
-        event_id=event_id,
-        drain_after_load_s=round(drain, 2),
-        commit=commit,
-        invariants=figures,
+        raw, event_id=event_id, drain_after_load_s=drain, commit=commit, invariants=figures
     )
 
 
@@ -361,12 +358,9 @@ def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) ->
         event_id, label=label, gate=not naive_url, accepted_ids=samples.order_id[won],
         unanswered_purchases=unanswered, expect_sold_out=bool(sold_out.any()),
     )  # fmt: skip
-    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
-    times = _order_times(event_id)
+    window, sold_out_at = an.sale_window(samples, open_at)
+    times, seen = _order_times(event_id), _final_seen(samples)
     final_at = float(np.nanmax(times["finalized"])) if len(times["finalized"]) else None
-    window_end = sold_out_at or float(samples.end.max())
-    in_window = samples.mask(kind="buy", start=open_at, stop=window_end)
-    seen = _final_seen(samples)
     confirmed = times["confirmed"]
 
     def after_open(at):
@@ -382,13 +376,7 @@ def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) ->
         "client_saw_all_final_after_open_s": after_open(
             float(samples.end[seen].max()) if seen.any() else None
         ),
-        "sale_window_s": round(window_end - open_at, 3),
-        "purchase_rps_in_sale_window": an.window_rate(samples, open_at, window_end, kind="buy"),
-        "all_rps_in_sale_window": an.window_rate(samples, open_at, window_end),
-        "purchase_latency_in_sale_window": an.latency_stats(samples.latency[in_window]),
-        "purchases_by_outcome": an.by_outcome(samples, samples.mask(kind="buy")),
-        "polls_by_outcome": an.by_outcome(samples, samples.mask(kind="poll")),
-        "errors": an.errors(samples),
+        **window,
         "drain_after_load_s": round(drain, 2),
         "commit": None if naive_url else _commit_figures(times),
         "line": None if naive_url else _line_figures(samples, event_id),
