@@ -172,7 +172,7 @@ def goals(results: dict, spec: dict | None = None) -> list[dict]:
                 "range": _range(per_run, fmt),
                 "verdict": verdict,
                 "margin": margin,
-                "explain": goal.get("explain"),
+                "explain": goal.get("explain", "endpoint" if "endpoint" in goal else None),
                 "endpoint": goal.get("endpoint"),
             }
         )
