@@ -134,22 +134,32 @@ def setup(args, work_dir: Path):
     processes = stack.stack_prepare(args.database, args.redis_db, work_dir)
     meter = stack.Meter(processes)
     meter.start()
-    api_url = processes.start_api(workers=args.api_workers)
-    processes.start_worker(concurrency=2, args=["--without-heartbeat"])
-    names = prepare.users_prepare(prefix=prepare.BUYER_PREFIX, count=args.buyers)
-    started = time.monotonic()
-    tokens = login_all(api_url, names, prepare.PASSWORD)
+    try:
+        api_url = processes.start_api(workers=args.api_workers)
+        processes.start_worker(concurrency=2, args=["--without-heartbeat"])
+        names = prepare.users_prepare(prefix=prepare.BUYER_PREFIX, count=args.buyers)
+        started = time.monotonic()
+        tokens = login_all(api_url, names, prepare.PASSWORD)
+    except BaseException:  # nothing is left running: main() has no context to stop yet
+        processes.stop_all()
+        meter.stop()
+        raise
     print(f"{len(tokens)} buyers logged in in {time.monotonic() - started:.1f} s; api {api_url}")
     ids = prepare.user_ids(names)
     return busy, Context(args, processes, meter, args.database, api_url, tokens, ids, work_dir)
 
 
-def baseline_start(ctx, commit: str) -> Path:
-    """Serve `commit` from a temporary git worktree with that commit's own gunicorn and
-    gunicorn.conf.py, on this stack's database, Redis DB and signing key (the same tokens
-    work), once its drain task is checked to be ours; return the worktree."""
+def baseline_tree(commit: str) -> Path:
+    """Check `commit` out in a temporary detached git worktree; return its directory."""
     tree = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-")) / "tree"
     git("worktree", "add", "--detach", str(tree), commit, check=True)
+    return tree
+
+
+def baseline_start(ctx, commit: str, tree: Path) -> None:
+    """Serve `commit`, checked out in `tree`, with that commit's own gunicorn and
+    gunicorn.conf.py, on this stack's database, Redis DB and signing key (the same tokens
+    work), once its drain task is checked to be ours."""
     problem = baseline_check(tree)
     if problem:
         raise RuntimeError(f"baseline {commit} cannot share this stack: {problem}")
@@ -164,7 +174,6 @@ def baseline_start(ctx, commit: str) -> Path:
     ctx.baseline_url = f"http://127.0.0.1:{port}"
     ctx.stack.wait_until(lambda: answers(ctx.baseline_url + "/health/"), "baseline to answer")
     print(f"baseline {commit} api {ctx.baseline_url} (from {tree})", flush=True)
-    return tree
 
 
 def baseline_check(tree: Path) -> str | None:
@@ -291,7 +300,8 @@ def main(argv=None) -> int:
     try:
         busy, ctx = setup(args, work_dir)
         if args.baseline:
-            tree = baseline_start(ctx, args.baseline)
+            tree = baseline_tree(args.baseline)
+            baseline_start(ctx, args.baseline, tree)
         for index in range(args.runs):
             print(f"--- run {index + 1}/{args.runs}", flush=True)
             runs.append({})
