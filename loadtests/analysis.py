@@ -11,6 +11,7 @@ import numpy as np
 # The first second of a timed run is left out of steady-state figures: it includes the
 # first database connection of each server process and the clients' ramp.
 WARMUP_SECONDS = 1.0
+FLOOD_WARMUP_SECONDS = 1.0  # polls of the last orders still run in the first second after sold out
 
 
 @dataclass
@@ -39,6 +40,20 @@ class Samples:
             order_id=np.array(cols[5], dtype=np.int64),
             estimate=np.array([float(e) if e else np.nan for e in estimates], dtype=float),
         )
+
+    @classmethod
+    def merge(cls, directory: Path, merged: Path) -> Samples:
+        """Every process's samples-*.csv in one CSV (sorted by start time), loaded."""
+        rows, header = [], None
+        for path in sorted(directory.glob("samples-*.csv")):
+            lines = path.read_text().splitlines()
+            header = header or lines[0]
+            rows += lines[1:]
+        rows.sort(key=lambda line: float(line.split(",", 1)[0]))
+        merged.write_text(
+            "\n".join([header or "t,latency,kind,outcome,qty,order_id", *rows]) + "\n"
+        )
+        return cls.load(merged)
 
     @property
     def end(self) -> np.ndarray:
@@ -148,10 +163,6 @@ def cumulative(times: np.ndarray, weights: np.ndarray, origin: float) -> dict:
     }
 
 
-def ratio(value: float, reference: float) -> float:
-    return round(value / reference, 3) if reference else 0.0
-
-
 def answered_figures(samples: Samples, within: float) -> dict:
     """Did every request get an answer from the API within `within` seconds?
 
@@ -199,3 +210,51 @@ def parse_stage_profile(text: str) -> dict:
         if found:
             cpu[found.group(1)] = float(found.group(2))
     return {"cpu_us_per_request": cpu, "stages": stages}
+
+
+def sale_window(samples: Samples, open_at: float) -> tuple[dict, float | None]:
+    """A sale's figures between `open_at` and the first sold_out answer (or the last answer),
+    as the benchmark's sale and the Locust run report them; and that sold-out moment."""
+    sold_out = samples.mask(kind="buy", outcome="sold_out")
+    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
+    end = sold_out_at or float(samples.end.max())
+    in_window = samples.mask(kind="buy", start=open_at, stop=end)
+    figures = {
+        "sale_window_s": round(end - open_at, 3),
+        "purchase_rps_in_sale_window": window_rate(samples, open_at, end, kind="buy"),
+        "all_rps_in_sale_window": window_rate(samples, open_at, end),
+        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
+        "purchases_by_outcome": by_outcome(samples, samples.mask(kind="buy")),
+        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
+        "errors": errors(samples),
+    }
+    return figures, sold_out_at
+
+
+def sale_figures(samples: Samples, cores) -> dict:
+    """A Locust flash sale's figures (loadtests.run): the window runs from the first purchase
+    (the sale is open before the first user arrives) to the first sold_out; the flood from a
+    second after it. `cores(start, stop)`: CPU cores per role over a span."""
+    buys = samples.mask(kind="buy")
+    if not buys.any():
+        return {"purchases": 0}
+    open_at, last = float(samples.t[buys].min()), float(samples.end.max())
+    window, sold_out_at = sale_window(samples, open_at)
+    figures = {
+        "sold_out_after_first_purchase_s": round(sold_out_at - open_at, 3) if sold_out_at else None,
+        "orders_won": int(samples.mask(kind="buy", outcome="accepted").sum()),
+        **window,
+        "cpu_cores_in_sale_window": cores(open_at, sold_out_at or last),
+        "sold_out": sold_out_at is not None,
+    }
+    start = (sold_out_at or 0) + FLOOD_WARMUP_SECONDS
+    if sold_out_at and last - start >= 1.0:  # a flood cut short by --max-seconds says nothing
+        flood = samples.mask(kind="buy", start=start) & (samples.end <= last)
+        figures["flood"] = {
+            "seconds": round(last - start, 2),
+            "rps": round(float(flood.sum() / (last - start)), 1),
+            **latency_stats(samples.latency[flood]),
+            "cpu_cores": cores(start, last),
+        }
+    figures["cpu_cores_whole_run"] = cores(open_at, last)
+    return figures

@@ -1,10 +1,11 @@
 """CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
 
     python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
-                                  [--redis-cluster]
+                                  [--redis-cluster] [--database NAME] [--redis-db N]
 
 Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
-that number only). Every request goes through `core.wsgi.application` exactly as a
+that number only), with the load tools' environment (loadtests/stack.py). Every request
+goes through `core.wsgi.application` exactly as a
 server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
 rendering are all counted; the server's own cost is not (the benchmark measures that).
 Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
@@ -20,63 +21,30 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import statistics
 import sys
 import time
 
-from loadtests.stack import bench_env
-
-# Two runs on one machine (say, two checkouts) are kept apart with these.
-DB_NAME = os.environ.get("INPROCESS_DATABASE_NAME", "inprocess_ticketing")
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('INPROCESS_REDIS_DB', '9')}"
-
-ENV = {
-    "DJANGO_SETTINGS_MODULE": "core.settings",
-    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-    "REDIS_URL": REDIS_URL,
-    "CELERY_BROKER_URL": REDIS_URL,
-    "DJANGO_SECRET_KEY": bench_env("")["DJANGO_SECRET_KEY"],
-    "DJANGO_DEBUG": "0",
-    "THROTTLE_PURCHASE_RATE": "1000000000/min",
-    "LOG_LEVEL": "WARNING",
-    "DJANGO_PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
-    "JWT_ACCESS_LIFETIME_SECONDS": "7200",
-}
+DATABASE, REDIS_DB = "inprocess_ticketing", 9
 
 # Where a frame's file lives -> the stage it is charged to (first match wins).
 STAGES = [
     ("redis", ("redis/", "hiredis", "core/stock")),
     ("sql", ("django/db/", "psycopg")),
-    (
-        "authentication",
-        ("rest_framework_simplejwt", "jwt/", "api/authentication", "core/services/users"),
-    ),
-    (
-        "rendering",
-        ("renderers", "serializers", "orjson", "json/", "django/http/response", "fields.py"),
-    ),
-    (
-        "middleware",
-        ("django/middleware", "django/contrib", "corsheaders", "api/metrics", "prometheus_client"),
-    ),
+    ("authentication", ("rest_framework_simplejwt", "jwt/", "api/authentication",
+                        "core/services/users")),
+    ("rendering", ("renderers", "serializers", "orjson", "json/", "django/http/response",
+                   "fields.py")),
+    ("middleware", ("django/middleware", "django/contrib", "corsheaders", "api/metrics",
+                    "prometheus_client")),
     ("dispatch", ("rest_framework/", "django/urls", "django/core/handlers", "api/", "core/")),
     ("server", ("wsgiref", "django/core/handlers/wsgi")),
-]
-
-
-def _database_recreate() -> None:
-    from loadtests.stack import database_recreate
-
-    database_recreate(DB_NAME)
+]  # fmt: skip
 
 
 def _fixtures() -> dict:
     """A buyer with a token, an event on sale, a sold-out one, a pending and a final order."""
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from datetime import timedelta
 
     from django.utils import timezone
@@ -103,12 +71,9 @@ def _fixtures() -> dict:
 
     get_redis().set(drain_flag_key(big.pk), 1, ex=3600)
     pending = purchase_request(user_id=buyer.pk, event_id=big.pk, quantity=1).order
+    confirmed, now = Order.Status.CONFIRMED, timezone.now()
     final = Order.objects.create(
-        user=buyer,
-        event=big,
-        quantity=1,
-        status=Order.Status.CONFIRMED,
-        finalized_at=timezone.now(),
+        user=buyer, event=big, quantity=1, status=confirmed, finalized_at=now
     )
     Event.objects.filter(pk=big.pk).update(tickets_sold=1)
     return {
@@ -120,37 +85,8 @@ def _fixtures() -> dict:
     }
 
 
-def _environ(
-    method: str, path: str, token: str | None, body: bytes = b"", key: str | None = None
-) -> dict:
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "127.0.0.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-        "HTTP_ACCEPT": "*/*",
-    }
-    if token:
-        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    if body:
-        environ["CONTENT_TYPE"] = "application/json"
-        environ["CONTENT_LENGTH"] = str(len(body))
-    return environ
-
-
 def endpoints(fx: dict) -> dict:
-    """name -> (method, path, body, expected status)."""
+    """name -> (method, path, body, expected status, authenticated)."""
     buy = json.dumps({"quantity": 1}).encode()
     return {
         "health": ("GET", "/health/", b"", 200, False),
@@ -162,50 +98,46 @@ def endpoints(fx: dict) -> dict:
     }
 
 
-def call(app, environ: dict, expected: int) -> None:
-    status_seen = []
+def request_of(app, fx: dict, name: str):
+    """A function that sends one request of endpoint `name` through `app`, as a server would
+    call it, and stops the run if the answer's status is not the expected one."""
+    method, path, body, expected, auth = endpoints(fx)[name]
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {fx['token']}"} if auth else {}
+    if body:
+        headers.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))
 
     def start_response(status, headers, exc_info=None):
-        status_seen.append(status)
+        if int(status.split()[0]) != expected:
+            raise SystemExit(f"{method} {path}: {status}, expected {expected}")
 
-    response = app(environ, start_response)
-    b"".join(response)
-    if hasattr(response, "close"):
-        response.close()
-    code = int(status_seen[0].split()[0])
-    if code != expected:
-        raise SystemExit(
-            f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {status_seen[0]}, expected {expected}"
-        )
+    def call() -> None:
+        environ = {
+            "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            "wsgi.version": (1, 0), "HTTP_ACCEPT": "*/*", **headers,
+        }  # fmt: skip
+        response = app(environ, start_response)
+        b"".join(response)
+        if hasattr(response, "close"):
+            response.close()
+
+    return call
 
 
-def measure(app, fx: dict, name: str, requests: int) -> float:
-    """CPU microseconds per request: median over 5 slices of requests/5."""
-    method, path, body, expected, auth = endpoints(fx)[name]
-    token = fx["token"] if auth else None
+def measure(app, fx: dict, name: str, requests: int, clock=time.process_time) -> float:
+    """Microseconds per request on `clock` (CPU by default, time.perf_counter for wall-clock
+    time, round trips included): the median over 5 slices of requests/5, after a warm-up."""
+    call, per_slice, slices = request_of(app, fx, name), max(1, requests // 5), []
     for _ in range(50):  # warm caches and connections
-        call(app, _environ(method, path, token, body), expected)
-    per_slice = max(1, requests // 5)
-    slices = []
+        call()
     for _ in range(5):
-        started = time.process_time()
+        started = clock()
         for _ in range(per_slice):
-            call(app, _environ(method, path, token, body), expected)
-        slices.append((time.process_time() - started) / per_slice * 1e6)
-    return statistics.median(slices)
-
-
-def wall(app, fx: dict, name: str, requests: int) -> float:
-    """Wall-clock microseconds per request (round trips included): median of 5 slices."""
-    method, path, body, expected, auth = endpoints(fx)[name]
-    token = fx["token"] if auth else None
-    per_slice = max(1, requests // 5)
-    slices = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(per_slice):
-            call(app, _environ(method, path, token, body), expected)
-        slices.append((time.perf_counter() - started) / per_slice * 1e6)
+            call()
+        slices.append((clock() - started) / per_slice * 1e6)
     return statistics.median(slices)
 
 
@@ -214,13 +146,14 @@ def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
     from django.conf import settings
 
     from core.stock import redis_clients_forget
-    from loadtests.redis_cluster import RedisClusterNodes
+    from tests.engines import RedisClusterNodes
 
     rows = {}
     for topology in ("single", "cluster"):
         for name in names:
             cpu = measure(app, fx, name, requests)  # warms up first (rebuilds on the cluster)
-            rows.setdefault(name, {})[topology] = (cpu, wall(app, fx, name, requests))
+            wall = measure(app, fx, name, requests, time.perf_counter)
+            rows.setdefault(name, {})[topology] = (cpu, wall)
         if topology == "single":
             cluster = RedisClusterNodes().start()
             settings.REDIS_URL = cluster.url
@@ -263,12 +196,10 @@ def profile(app, fx: dict, name: str, requests: int, top: int) -> str:
 
     Self time in builtins and the standard library goes to the stage of their caller
     (a socket send made by redis-py is Redis time)."""
-    method, path, body, expected, auth = endpoints(fx)[name]
-    token = fx["token"] if auth else None
-    profiler = cProfile.Profile(time.process_time)
+    call, profiler = request_of(app, fx, name), cProfile.Profile(time.process_time)
     profiler.enable()
     for _ in range(requests):
-        call(app, _environ(method, path, token, body), expected)
+        call()
     profiler.disable()
     stats = pstats.Stats(profiler)
     shares: dict[str, float] = {}
@@ -299,24 +230,13 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="endpoints to measure")
     parser.add_argument("--profile", help="cProfile this endpoint")
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument(
-        "--redis-cluster",
-        action="store_true",
-        help="also measure every endpoint on a three-node Redis Cluster (side by side)",
-    )
+    parser.add_argument("--redis-cluster", action="store_true", help="also on a Redis Cluster")
+    parser.add_argument("--database", default=DATABASE, help="dropped and recreated")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="flushed (FLUSHDB)")
     args = parser.parse_args(argv)
-    os.environ.update(ENV)
-    # As in production (make run, docker-compose): metrics written to per-process files.
-    import tempfile
+    from loadtests.stack import stack_prepare
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="inprocess-metrics-")
-    _database_recreate()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only
-    import django
-
-    django.setup()
+    stack_prepare(args.database, args.redis_db)
     fx = _fixtures()
     from core.wsgi import application
 

@@ -9,7 +9,7 @@ prints `{"ready": true}` and waits for line 2, a JSON object merged into the spe
 (typically `path` and `start_at`, known only once the event exists). It then runs
 `concurrency` clients, each with its own connection, prints a progress line
 `{"t", "n", "qty", "sold_out"}` every 0.5 s, writes one CSV row per request to
-`samples` (a 202's `estimated_wait_seconds` with it) and ends with `{"done": true, ...}`.
+`samples` (loadtests/clients.py's columns) and ends with `{"done": true, ...}`.
 
 Spec: base_url, mode ("get" | "buy"), path, tokens, concurrency, max_seconds,
 max_requests, start_at (epoch s), poll (follow 202s to a final status, honouring
@@ -19,10 +19,10 @@ samples (CSV path), network_timeout (seconds, default 30; a request without an
 answer by then is recorded as an error), paths (optional, "get" mode: one path per
 token, so that each buyer reads its own order).
 
-A 503 with a JSON `code` is an answer (the server shedding load): it is recorded as
-`busy_<code>` and the client waits its Retry-After, as the Locust buyer does.
-
-Every run is bounded by max_seconds and max_requests, and only ever talks to base_url.
+Answers are read as the Locust buyer reads them (loadtests/clients.py): a 503 with a
+JSON `code` is the server shedding load, recorded as `busy_<code>`, and the client
+waits its Retry-After. Every run is bounded by max_seconds and max_requests, and only
+ever talks to base_url.
 """
 
 from gevent import monkey
@@ -30,7 +30,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import csv  # noqa: E402
-import heapq  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -41,13 +40,7 @@ from urllib.parse import urlsplit  # noqa: E402
 import gevent  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 
-from loadtests.rlimit import raise_open_files_limit  # noqa: E402
-
-# estimate: the 202's estimated_wait_seconds (accepted purchases only; '' otherwise).
-COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id", "estimate"]
-# A response we cannot classify (5xx, timeouts) is recorded, then the client backs off.
-ERROR_BACKOFF = 0.05
-MAX_RETRY_AFTER = 5.0  # a busy answer's Retry-After is honoured up to this many seconds
+from loadtests import clients  # noqa: E402
 
 
 class Run:
@@ -56,11 +49,9 @@ class Run:
     def __init__(self, spec: dict):
         self.spec = spec
         self.samples: list[tuple] = []
-        self.requests = 0
-        self.accepted_qty = 0
+        self.requests = self.accepted_qty = 0
         self.sold_out_at: float | None = None  # monotonic
-        self.deadline = 0.0
-        self.started = 0.0
+        self.started = self.deadline = 0.0
 
     def budget_left(self) -> bool:
         return self.requests < self.spec["max_requests"] and time.monotonic() < self.deadline
@@ -71,82 +62,47 @@ class Run:
             return True
         return time.monotonic() < self.sold_out_at + grace
 
-    def record(self, t, latency, kind, outcome, qty=0, order_id=0, estimate=None) -> None:
-        self.samples.append(
-            (
-                f"{t:.4f}",
-                f"{latency:.5f}",
-                kind,
-                outcome,
-                qty,
-                order_id,
-                "" if estimate is None else estimate,
-            )
-        )
-
-
-def _code(body: bytes) -> str:
-    try:
-        return json.loads(body).get("code", "unknown")
-    except (ValueError, AttributeError):
-        return "unparsable"
-
-
-def _busy(response, payload: bytes) -> float | None:
-    """Seconds to wait when `response` is a 503 with a `code` and Retry-After, else None."""
-    if (
-        response is None
-        or response.status_code != 503
-        or _code(payload) in ("unknown", "unparsable")
-    ):
-        return None
-    try:
-        return min(float(response.get("Retry-After", "1")), MAX_RETRY_AFTER)
-    except ValueError:
-        return None
-
 
 class Client:
     """One simulated user with one connection; many run concurrently in greenlets."""
 
     def __init__(self, run: Run, index: int, http: HTTPClient):
-        spec = run.spec
+        spec, tokens = run.spec, run.spec["tokens"]
         self.run, self.http = run, http
-        tokens = spec["tokens"]
         # Client i acts as buyers i, i+C, i+2C, ... in turn, so every buyer is used.
-        self.buyers = list(range(index % len(tokens), len(tokens), spec["concurrency"])) or [
-            index % len(tokens)
-        ]
+        self.buyers = list(range(index % len(tokens), len(tokens), spec["concurrency"]))
         self.headers = [
             {"Authorization": f"Bearer {tokens[j]}", "Content-Type": "application/json"}
             for j in self.buyers
         ]
         self.turn = 0
         self.rng = random.Random(spec["seed"] * 100_003 + index)
-        self.polls: list[tuple[float, int, str, dict]] = []  # (due, order id, path, headers)
+        self.orders = clients.Orders()
+        self.order_headers: dict[int, dict] = {}
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict):
+        """(start epoch s, latency s, status or 0, response header getter, body)."""
         started, t = time.perf_counter(), time.time()
         try:
             response = self.http.request(method, path, body=body, headers=headers)
             payload = response.read()
             response.release()
         except Exception as exc:  # every failure is a sample; the run must go on
-            return t, time.perf_counter() - started, None, type(exc).__name__.encode()
-        return t, time.perf_counter() - started, response, payload
+            return t, time.perf_counter() - started, 0, lambda _: None, type(exc).__name__.encode()
+        return t, time.perf_counter() - started, response.status_code, response.get, payload
 
     def loop(self) -> None:
         run = self.run
         while run.budget_left():
-            now = time.monotonic()
-            if self.polls and self.polls[0][0] <= now:
-                self.poll()
-            elif run.buying() and run.spec["mode"] == "buy":
-                self.buy()
+            due = self.orders.pop_due()
+            if due:
+                self.poll(*due[:2])
             elif run.spec["mode"] == "get":
                 self.get()
-            elif self.polls:
-                gevent.sleep(max(0.0, min(self.polls[0][0], run.deadline) - now))
+            elif run.buying():
+                self.buy()
+            elif self.orders:
+                gevent.sleep(max(0.0, min(self.orders.next_due(), run.deadline) - time.monotonic()))
             else:
                 return
 
@@ -154,104 +110,49 @@ class Client:
         self.turn += 1
         return self.headers[self.turn % len(self.headers)]
 
-    def get(self) -> None:
-        headers = self.next_headers()
-        paths = self.run.spec.get("paths")
-        path = paths[self.buyers[self.turn % len(self.buyers)]] if paths else self.run.spec["path"]
-        t, latency, response, body = self.request("GET", path, None, headers)
+    def record(self, t, latency, kind, answer, qty=0) -> None:
         self.run.requests += 1
-        status = response.status_code if response else 0
-        wait = _busy(response, body)
-        if wait is not None:
-            self.run.record(t, latency, "get", f"busy_{_code(body)}")
-            gevent.sleep(wait)
-            return
-        self.run.record(
-            t, latency, "get", "ok" if status == 200 else f"error_{status or body.decode()}"
+        self.run.samples.append(clients.sample(t, latency, kind, answer, qty))
+
+    def get(self) -> None:
+        headers, paths = self.next_headers(), self.run.spec.get("paths")
+        path = paths[self.buyers[self.turn % len(self.buyers)]] if paths else self.run.spec["path"]
+        t, latency, status, header, body = self.request("GET", path, None, headers)
+        busy = clients.busy_answer(status, header, body)
+        answer = busy or clients.Answer(
+            "ok" if status == 200 else f"error_{status or body.decode()}"
         )
-        if status != 200:
-            gevent.sleep(ERROR_BACKOFF)
+        self.record(t, latency, "get", answer)
+        if busy or status != 200:
+            gevent.sleep(busy.after if busy else clients.ERROR_BACKOFF)
 
     def buy(self) -> None:
-        run = self.run
-        low, high = run.spec["quantities"]
-        qty = self.rng.randint(low, high)
-        headers = self.next_headers()
+        run, (low, high) = self.run, self.run.spec["quantities"]
+        qty, headers = self.rng.randint(low, high), self.next_headers()
         body = b'{"quantity": %d}' % qty
-        t, latency, response, payload = self.request("POST", run.spec["path"], body, headers)
-        run.requests += 1
-        status = response.status_code if response else 0
-        if status in (201, 202):
-            order_id = int(
-                response.get("Location", "/orders/0/").rstrip("/").rsplit("/", 1)[-1] or 0
-            )
-            estimate = None
-            if status == 202:
-                body = json.loads(payload)
-                order_id = order_id or body["id"]
-                estimate = body.get("estimated_wait_seconds")
-            elif not order_id:
-                order_id = json.loads(payload)["id"]
+        t, latency, status, header, payload = self.request("POST", run.spec["path"], body, headers)
+        answer = clients.purchase_answer(status, header, payload)
+        self.record(t, latency, "buy", answer, qty)
+        if answer.order_id:
             run.accepted_qty += qty
-            run.record(
-                t,
-                latency,
-                "buy",
-                "accepted" if status == 202 else "confirmed",
-                qty,
-                order_id,
-                estimate,
-            )
-            if status == 202 and run.spec.get("poll"):
-                delay = float(response.get("Retry-After", "1"))
-                heapq.heappush(
-                    self.polls,
-                    (time.monotonic() + delay, order_id, f"/orders/{order_id}/", headers),
-                )
-            return
-        wait = _busy(response, payload)
-        if wait is not None:
-            run.record(t, latency, "buy", f"busy_{_code(payload)}", qty)
-            gevent.sleep(wait)
-            return
-        outcome = _code(payload) if status == 409 else f"error_{status or payload.decode()}"
-        run.record(t, latency, "buy", outcome, qty)
-        if outcome == "sold_out" and run.sold_out_at is None:
+            if answer.outcome == "accepted" and run.spec.get("poll"):
+                self.order_headers[answer.order_id] = headers
+                self.orders.follow(answer.order_id, f"/orders/{answer.order_id}/", answer.after)
+        elif answer.outcome == "sold_out" and run.sold_out_at is None:
             run.sold_out_at = time.monotonic()
-        if status != 409:
-            gevent.sleep(ERROR_BACKOFF)
+        elif answer.outcome.startswith("busy_"):
+            gevent.sleep(answer.after)
+        elif answer.unclassified:
+            gevent.sleep(clients.ERROR_BACKOFF)
 
-    def poll(self) -> None:
-        _, order_id, path, headers = heapq.heappop(self.polls)
-        t, latency, response, payload = self.request("GET", path, None, headers)
-        self.run.requests += 1
-        status = response.status_code if response else 0
-        if status != 200:
-            wait = _busy(response, payload)
-            outcome = (
-                f"busy_{_code(payload)}"
-                if wait is not None
-                else f"error_{status or payload.decode()}"
-            )
-            self.run.record(t, latency, "poll", outcome, 0, order_id)
-            heapq.heappush(self.polls, (time.monotonic() + (wait or 1.0), order_id, path, headers))
-            return
-        state = json.loads(payload)["status"]
-        self.run.record(t, latency, "poll", state, 0, order_id)
-        if state == "pending":
-            delay = float(response.get("Retry-After", "1"))
-            heapq.heappush(self.polls, (time.monotonic() + delay, order_id, path, headers))
-
-
-def _progress(run: Run) -> None:
-    while True:
-        gevent.sleep(0.5)
-        _emit(
-            t=round(time.monotonic() - run.started, 2),
-            n=run.requests,
-            qty=run.accepted_qty,
-            sold_out=run.sold_out_at is not None,
+    def poll(self, order_id: int, path: str) -> None:
+        t, latency, status, header, payload = self.request(
+            "GET", path, None, self.order_headers[order_id]
         )
+        answer = clients.poll_answer(order_id, status, header, payload)
+        self.record(t, latency, "poll", answer)
+        if answer.after is not None:
+            self.orders.follow(order_id, path, answer.after)
 
 
 def _emit(**fields) -> None:
@@ -259,48 +160,44 @@ def _emit(**fields) -> None:
     sys.stdout.flush()
 
 
+def _progress(run: Run) -> None:
+    while True:
+        gevent.sleep(0.5)
+        t = round(time.monotonic() - run.started, 2)
+        _emit(t=t, n=run.requests, qty=run.accepted_qty, sold_out=run.sold_out_at is not None)
+
+
 def main() -> None:
     spec = json.loads(sys.stdin.readline())
-    raise_open_files_limit(spec["concurrency"] + 1024)
+    clients.raise_open_files_limit(spec["concurrency"] + 1024)
     _emit(ready=True)
     spec.update(json.loads(sys.stdin.readline()))
     url = urlsplit(spec["base_url"])
     assert url.hostname in ("127.0.0.1", "localhost", "::1"), "load goes to this machine only"
     run = Run(spec)
-    clients = [
-        Client(
-            run,
-            i,
-            HTTPClient(
-                url.hostname,
-                url.port,
-                concurrency=1,
-                connection_timeout=10,
-                network_timeout=spec.get("network_timeout", 30),
-            ),
-        )
-        for i in range(spec["concurrency"])
-    ]
+    timeout = spec.get("network_timeout", 30)
+    http = [
+        HTTPClient(url.hostname, url.port, concurrency=1, connection_timeout=10,
+                   network_timeout=timeout)
+        for _ in range(spec["concurrency"])
+    ]  # fmt: skip
+    crowd = [Client(run, i, http[i]) for i in range(spec["concurrency"])]
     delay = spec.get("start_at", 0) - time.time()
     if delay > 0:
         time.sleep(delay)
     run.started = time.monotonic()
     run.deadline = run.started + spec["max_seconds"]
     reporter = gevent.spawn(_progress, run)
-    gevent.joinall([gevent.spawn(client.loop) for client in clients])
+    gevent.joinall([gevent.spawn(client.loop) for client in crowd])
     reporter.kill()
     with open(spec["samples"], "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(clients.COLUMNS)
         writer.writerows(run.samples)
     times = os.times()
-    _emit(
-        done=True,
-        n=run.requests,
-        qty=run.accepted_qty,
-        seconds=round(time.monotonic() - run.started, 3),
-        cpu=round(times.user + times.system, 2),
-    )
+    seconds = round(time.monotonic() - run.started, 3)
+    cpu = round(times.user + times.system, 2)
+    _emit(done=True, n=run.requests, qty=run.accepted_qty, seconds=seconds, cpu=cpu)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,12 @@
     python -m loadtests.prepare --buyers 200 --tickets 10000 --out /tmp/loadtest.json
 
 uses DATABASE_URL / REDIS_URL (the same as the server under test) and writes the
-credentials and the event id as JSON for `loadtests/locustfile.py`. No management
-command: users go in with one bulk upsert and one password hash computed once (so the
-run pays for PBKDF2 once, not per user), events through the product's own service, so
-their Redis gate is built exactly as in production.
-
-The file also holds an access token per user (`tokens`), minted here as /login/ would
-issue it (same claims, `role` included) and valid for --token-seconds, so a load test
-starts buying at once instead of spending its first seconds on password checks. The
-server accepts them only if it signs with the same key: run this with the server's
-DJANGO_SECRET_KEY (or JWT_SIGNING_KEY). Without a secret key it runs as `make run` does
-(debug on, the development key), which matches a `make run` server.
+credentials, the event id and an access token per user (minted as /login/ issues them,
+valid for --token-seconds) as JSON for `loadtests/locustfile.py`. Users go in with one
+bulk upsert and one password hash computed once; events through the product's own
+service, so their Redis gate is built exactly as in production. The server accepts the
+tokens only if it signs with the same key: run this with its DJANGO_SECRET_KEY (without
+one, this runs as `make run` does: debug on, the development key).
 """
 
 from __future__ import annotations
@@ -30,11 +25,10 @@ ADMIN_PREFIX = "loadtest-admin-"
 
 
 def setup_django() -> None:
-    """Configure Django from the environment (call once, before any other function)."""
+    """Configure Django from the environment. Only rows are written here, so without a
+    secret key this runs as `make run` does (debug on, the development key)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
     if not os.environ.get("DJANGO_SECRET_KEY"):
-        # Only rows are written here (tokens come from /login/), so no key is needed: run as
-        # `make run` does rather than refuse to start.
         os.environ.setdefault("DJANGO_DEBUG", "1")
     import django
 
@@ -51,12 +45,9 @@ def users_prepare(
 
     encoded = make_password(password)  # once for every user: they all share it
     names = [f"{prefix}{i:05d}" for i in range(count)]
+    staff = role == User.Role.ADMIN  # bulk_create skips User.save(), which derives is_staff
     User.objects.bulk_create(
-        [
-            # bulk_create skips User.save(), which derives is_staff from the role.
-            User(username=name, password=encoded, role=role, is_staff=role == User.Role.ADMIN)
-            for name in names
-        ],
+        [User(username=name, password=encoded, role=role, is_staff=staff) for name in names],
         batch_size=2000,
         update_conflicts=True,
         unique_fields=["username"],
@@ -154,56 +145,34 @@ def tokens_mint(*, names: list[str], lifetime_seconds: float) -> dict[str, str]:
     return tokens
 
 
-def credentials_prepare(
-    *,
-    buyers: int,
-    admins: int = 1,
-    tickets: int,
-    max_per_user: int | None = None,
-    token_seconds: float | None = 3600.0,
-) -> dict:
+def credentials_prepare(*, buyers: int, admins: int = 1, tickets: int,
+                        max_per_user: int | None = None, token_seconds: float | None = 3600.0) -> dict:  # fmt: skip
     """Users, an event on sale now and (unless token_seconds is None) their tokens, as one dict."""
     buyer_names = users_prepare(prefix=BUYER_PREFIX, count=buyers)
     admin_names = users_prepare(prefix=ADMIN_PREFIX, count=admins, role="Admin")
     event_id = event_prepare(total_tickets=tickets, max_tickets_per_user=max_per_user)
-    tokens = (
-        tokens_mint(names=buyer_names + admin_names, lifetime_seconds=token_seconds)
-        if token_seconds
-        else {}
-    )
-    return {
-        "event_id": event_id,
-        "tickets": tickets,
-        "password": PASSWORD,
-        "buyers": buyer_names,
-        "admins": admin_names,
-        "tokens": tokens,
-    }
+    names = buyer_names + admin_names
+    tokens = tokens_mint(names=names, lifetime_seconds=token_seconds) if token_seconds else {}
+    return {"event_id": event_id, "tickets": tickets, "password": PASSWORD,
+            "buyers": buyer_names, "admins": admin_names, "tokens": tokens}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--buyers", type=int, default=200)
-    parser.add_argument("--admins", type=int, default=1)
-    parser.add_argument("--tickets", type=int, default=10_000)
+    for flag, default in (("--buyers", 200), ("--admins", 1), ("--tickets", 10_000)):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--max-per-user", type=int, default=None)
     parser.add_argument(
-        "--token-seconds",
-        type=float,
-        default=3600.0,
+        "--token-seconds", type=float, default=3600.0,
         help="lifetime of the minted access tokens; 0: mint none (users log in)",
-    )
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-
     setup_django()
     prepared = credentials_prepare(
-        buyers=args.buyers,
-        admins=args.admins,
-        tickets=args.tickets,
-        max_per_user=args.max_per_user,
-        token_seconds=args.token_seconds or None,
-    )
+        buyers=args.buyers, admins=args.admins, tickets=args.tickets,
+        max_per_user=args.max_per_user, token_seconds=args.token_seconds or None,
+    )  # fmt: skip
     args.out.write_text(json.dumps(prepared, indent=1))
     print(
         f"prepared {len(prepared['buyers'])} buyers, {len(prepared['admins'])} admin(s), "

@@ -20,24 +20,12 @@ from pathlib import Path
 FRAME = re.compile(r"(.*) \((.*?):\d+\)")
 # Frames worth showing: the project's own code, and where a process waits or talks.
 INTERESTING = (
-    "(core/",
-    "(api/",
-    "(workers/",
-    "Connection.wait (psycopg",
-    "Connection.commit (psycopg",
-    "Cursor.execute (psycopg",
-    "Redis.execute_command",
-    "Pipeline.execute",
-    "Script.__call__",
-    "Task.apply_async",
-    "Producer.publish",
-    "SyncWorker.wait",
-    "close_graceful",
-    "JWTAuthentication.authenticate (rest_framework_simplejwt",
-    "QuerySet.first",
-    "fast_trace_task",
-    "Connection._recv (billiard",
-)
+    "(core/", "(api/", "(workers/", "Connection.wait (psycopg", "Connection.commit (psycopg",
+    "Cursor.execute (psycopg", "Redis.execute_command", "Pipeline.execute", "Script.__call__",
+    "Task.apply_async", "Producer.publish", "SyncWorker.wait", "close_graceful",
+    "JWTAuthentication.authenticate (rest_framework_simplejwt", "QuerySet.first",
+    "fast_trace_task", "Connection._recv (billiard",
+)  # fmt: skip
 
 
 def py_spy() -> str | None:
@@ -60,26 +48,10 @@ class Profiler:
             for pid in pids:
                 path = raw_dir / f"{label}-{role}-{pid}.txt"
                 self.files.setdefault(role, []).append(path)
-                self.processes.append(
-                    subprocess.Popen(
-                        [
-                            binary,
-                            "record",
-                            "--idle",
-                            "--nonblocking",
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "200",
-                            "--pid",
-                            str(pid),
-                            "--output",
-                            str(path),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                command = [binary, "record", "--idle", "--nonblocking", "--format", "raw"]
+                command += ["--rate", "200", "--pid", str(pid), "--output", str(path)]
+                quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                self.processes.append(subprocess.Popen(command, **quiet))
 
     def stop(self) -> dict[str, dict]:
         for process in self.processes:

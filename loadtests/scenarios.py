@@ -1,49 +1,162 @@
 """The benchmark's scenarios, each ending with the invariants of the sale it ran.
 
 Each scenario gets a fresh event, drives one load generator process (loadtests.loadgen)
-and returns plain figures (JSON-able) plus what the charts need under "_chart".
+with `drive`, which also meters what the run cost (CPU per role, PostgreSQL lock waits,
+optional py-spy profiles), and returns plain figures (JSON-able) plus what the charts
+need under "_chart".
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import requests
 from tqdm import tqdm
 
+from loadtests import analysis as an
 from loadtests import prepare
-from loadtests.analysis import (
-    Samples,
-    answered_figures,
-    by_outcome,
-    cumulative,
-    errors,
-    latency_stats,
-    rate_timeline,
-    steady_state,
-    window_rate,
-)
-from loadtests.driver import Context, drive
-from loadtests.invariants import InvariantError, invariants_check, wait_until_final
-from loadtests.stack import DB_NAME, Stack, cpu_delta, free_port
+from loadtests.analysis import Samples
+from loadtests.profiling import Profiler
+from loadtests.stack import ROOT, LockSampler, Meter, Stack, cpu_delta, free_port
+from tests.invariants import InvariantError, assert_invariants, wait_until_no_pending
 
 SALE_GRACE_SECONDS = 1.0  # clients keep buying this long after they first see sold_out
 PREOPEN_SECONDS = 1.0  # clients hammer this long before the sale opens (sale_not_open)
+CROWD_ANSWER_SECONDS = 10.0  # a flash crowd's request is answered within this, or not at all
+PROFILED = ("accept", "sale")  # scenarios profiled with --profile
 
 __all__ = ["Context", "InvariantError"]
+
+
+@dataclass
+class Context:
+    args: object
+    stack: Stack
+    meter: Meter
+    database: str
+    api_url: str
+    tokens: list[str]
+    buyer_ids: list[int]
+    work_dir: Path
+    profiles: dict = field(default_factory=dict)
+    baseline_url: str | None = None  # the API of the --baseline commit, when one runs
+
+
+# --- Driving a load generator -----------------------------------------------------------
+
+
+class LoadGen:
+    """The orchestrator's end of a `python -m loadtests.loadgen` process."""
+
+    def __init__(self, spec: dict):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "loadtests.loadgen"],
+            cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        self.send(spec)
+        if not json.loads(self.process.stdout.readline() or "{}").get("ready"):
+            raise RuntimeError("load generator did not start")
+
+    def send(self, fields: dict) -> None:
+        self.process.stdin.write(json.dumps(fields) + "\n")
+        self.process.stdin.flush()
+
+    def wait(self, bar: tqdm, key: str) -> dict:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if message.get("done"):
+                self.process.wait(timeout=30)
+                return message
+            bar.n = min(message[key], bar.total)
+            bar.set_postfix(
+                req=message["n"],
+                tickets=message["qty"],
+                sold_out=message["sold_out"],
+                refresh=False,
+            )
+            bar.refresh()
+        raise RuntimeError(f"load generator exited with {self.process.wait()}")
+
+
+def drive(ctx: Context, label: str, spec: dict, setup, *, progress="t", total=None) -> dict:
+    """Start a load generator, run `setup()` (-> go fields), measure the run; return raw results."""
+    samples_path = ctx.work_dir / f"{label}.csv"
+    spec = {
+        "base_url": ctx.api_url, "tokens": ctx.tokens, "concurrency": ctx.args.concurrency,
+        "max_requests": ctx.args.max_requests, "quantities": [1, 4], "seed": 7,
+        "samples": str(samples_path), **spec,
+    }  # fmt: skip
+    generator = LoadGen(spec)
+    go = setup()
+    locks = LockSampler(ctx.database)
+    locks.start()
+    profiler = None
+    if ctx.args.profile and label in PROFILED:
+        targets = {role: [p.pid for p in ctx.stack.children(role)] for role in ("api", "worker")}
+        profiler = Profiler(targets, ctx.work_dir, label)
+    cpu_before, started = ctx.meter.cpu_snapshot(), time.monotonic()
+    generator.send(go)
+    bar_format = (
+        "{desc} {percentage:3.0f}%|{bar:24}| {n:.0f}/{total:.0f} {unit} [{elapsed}] {postfix}"
+    )
+    try:
+        with tqdm(
+            total=total or spec["max_seconds"], desc=f"{label:<12}", file=sys.stdout,
+            unit="s" if progress == "t" else "tkt", bar_format=bar_format,
+        ) as bar:  # fmt: skip
+            done = generator.wait(bar, progress)
+    finally:
+        if generator.process.poll() is None:  # we failed, not the generator: end it (our own pid)
+            generator.process.kill()
+        lock_waits = locks.stop()
+    seconds = time.monotonic() - started
+    cpu_after = ctx.meter.cpu_snapshot()
+    cpu = cpu_delta(cpu_before, cpu_after, seconds)
+    cpu["loadgen"] = round(done["cpu"] / seconds, 2)
+    cpu["other"] = round(max(0.0, cpu["other"] - cpu["loadgen"]), 2)
+    # Only the server under load does work while a scenario runs (the others idle), so the
+    # `api` role's CPU over the requests served is that server's cost per request.
+    api_seconds = cpu_after.get("api", 0.0) - cpu_before.get("api", 0.0)
+    if profiler:
+        ctx.profiles[label] = profiler.stop()
+    return {
+        "samples": Samples.load(samples_path),
+        "cpu_cores": cpu,
+        "api_cpu_ms_per_request": round(api_seconds / done["n"] * 1000, 3) if done["n"] else None,
+        "pg_lock_waits": lock_waits,
+    }
+
+
+def login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
+    """Log every buyer in once through POST /login/ (before any measurement)."""
+    session = requests.Session()
+
+    def login(username: str) -> str:
+        body = {"username": username, "password": password}
+        response = session.post(f"{base_url}/login/", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()["access"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(login, usernames))
+
+
+# --- Figures ----------------------------------------------------------------------------
 
 
 def _order_times(event_id: int) -> dict[str, np.ndarray]:
     from core.models import Order
 
-    rows = list(
-        Order.objects.filter(event_id=event_id).values_list(
-            "created_at", "finalized_at", "quantity", "status"
-        )
-    )
+    fields = ("created_at", "finalized_at", "quantity", "status")
+    rows = list(Order.objects.filter(event_id=event_id).values_list(*fields))
     return {
         "created": np.array([r[0].timestamp() for r in rows]),
         "finalized": np.array([r[1].timestamp() if r[1] else np.nan for r in rows]),
@@ -53,14 +166,14 @@ def _order_times(event_id: int) -> dict[str, np.ndarray]:
 
 
 def _commit_figures(times: dict[str, np.ndarray]) -> dict:
-    finalized = times["finalized"][~np.isnan(times["finalized"])]
+    done = ~np.isnan(times["finalized"])
+    finalized = times["finalized"][done]
     if len(finalized) < 2:
         return {"orders": int(len(finalized))}
-    lag = finalized - times["created"][~np.isnan(times["finalized"])]
+    lag = finalized - times["created"][done]
     span = finalized.max() - finalized.min()
     per_second = np.histogram(finalized, np.arange(finalized.min(), finalized.max() + 1.0, 1.0))[0]
-    # Every order of a commit batch gets the same finalized_at: distinct values = batches.
-    batches = len(np.unique(finalized))
+    batches = len(np.unique(finalized))  # every order of a commit batch shares its finalized_at
     return {
         "orders": int(len(finalized)),
         "span_s": round(float(span), 3),
@@ -73,57 +186,50 @@ def _commit_figures(times: dict[str, np.ndarray]) -> dict:
     }
 
 
-# --- Scenarios --------------------------------------------------------------------------
-
-
 def _steady(raw: dict, **extra) -> dict:
-    samples = raw["samples"]
-    return {
-        **extra,
-        **steady_state(samples),
-        "by_outcome": by_outcome(samples, samples.mask()),
-        "cpu_cores": raw["cpu_cores"],
-        "api_cpu_ms_per_request": raw["api_cpu_ms_per_request"],
-        "pg_lock_waits": raw["pg_lock_waits"],
-        "_samples": samples,
-    }
+    samples = raw.pop("samples")
+    by = an.by_outcome(samples, samples.mask())
+    return {**extra, **an.steady_state(samples), "by_outcome": by, **raw, "_samples": samples}
 
 
-def _get_spec(ctx: Context, base_url: str | None) -> dict:
-    spec = {"mode": "get", "max_seconds": ctx.args.duration}
+def _spec(ctx: Context, base_url: str | None, mode: str = "get", **fields) -> dict:
+    spec = {"mode": mode, "max_seconds": ctx.args.duration, **fields}
     return {**spec, "base_url": base_url} if base_url else spec
 
 
+def _final_seen(samples: Samples) -> np.ndarray:
+    """Polls that saw their order final (neither pending, nor busy, nor an error)."""
+    outcome = samples.outcome.astype(str)
+    final = samples.mask(kind="poll") & (outcome != "pending")
+    return final & ~np.char.startswith(outcome, "error_") & ~np.char.startswith(outcome, "busy_")
+
+
+# --- Scenarios --------------------------------------------------------------------------
+
+
 def scenario_bare(ctx: Context) -> dict:
-    """Reference: a bare WSGI app (loadtests/bare.py) on the product's server, the server's ceiling."""
+    """Reference: a bare WSGI app (loadtests/bare.py) on the product's server, its ceiling."""
+    app, workers = "loadtests.bare:application", ctx.args.api_workers
     url = ctx.stack.start_api(
-        "bare-api",
-        port=free_port(),
-        workers=ctx.args.api_workers,
-        app="loadtests.bare:application",
-        health_path="/",
+        "bare-api", port=free_port(), workers=workers, app=app, health_path="/"
     )
     try:
-        return _steady(drive(ctx, "bare", _get_spec(ctx, url), lambda: {"path": "/"}))
+        return _steady(drive(ctx, "bare", _spec(ctx, url), lambda: {"path": "/"}))
     finally:
         ctx.stack.stop("bare-api")
 
 
 def scenario_health(ctx: Context) -> dict:
     """Reference: `GET /health/` of the product, the framework's floor (no authentication)."""
-    return _steady(drive(ctx, "health", _get_spec(ctx, None), lambda: {"path": "/health/"}))
+    return _steady(drive(ctx, "health", _spec(ctx, None), lambda: {"path": "/health/"}))
 
 
-def scenario_floor(
-    ctx: Context, event_id: int | None = None, *, base_url: str | None = None
-) -> dict:
+def scenario_floor(ctx: Context, event_id: int | None = None, *, base_url=None) -> dict:
     """a. Authenticated GET /events/<id>/ (on `base_url`, the baseline's API, when given)."""
     event_id = event_id or prepare.event_prepare(total_tickets=1000, name="Floor")
     label = "baseline_floor" if base_url else "floor"
-    return _steady(
-        drive(ctx, label, _get_spec(ctx, base_url), lambda: {"path": f"/events/{event_id}/"}),
-        event_id=event_id,
-    )
+    raw = drive(ctx, label, _spec(ctx, base_url), lambda: {"path": f"/events/{event_id}/"})
+    return _steady(raw, event_id=event_id)
 
 
 def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
@@ -133,23 +239,16 @@ def scenario_accept(ctx: Context, *, base_url: str | None = None) -> dict:
     name and queue, see bench.baseline_check) and the same invariants are checked."""
     label = "baseline_accept" if base_url else "accept"
     event_id = prepare.event_prepare(total_tickets=2_000_000_000, name=f"Accept path ({label})")
-    spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
-    raw = drive(
-        ctx,
-        label,
-        {**spec, "base_url": base_url} if base_url else spec,
-        lambda: {"path": f"/events/{event_id}/purchase/"},
-    )
+    spec = _spec(ctx, base_url, "buy", grace_after_sold_out=None)
+    raw = drive(ctx, label, spec, lambda: {"path": f"/events/{event_id}/purchase/"})
     samples = raw["samples"]
-    drain = wait_until_final([event_id], timeout=120)
-    accepted = samples.mask(outcome="accepted")
-    figures = invariants_check(label, event_id, accepted_ids=samples.order_id[accepted])
+    drain = wait_until_no_pending(event_id, timeout=120)
+    accepted = samples.order_id[samples.mask(outcome="accepted")]
+    figures = assert_invariants(event_id, label=label, accepted_ids=accepted)
+    commit = _commit_figures(_order_times(event_id))
+    drain = round(drain, 2)
     return _steady(
-        raw,
-        event_id=event_id,
-        drain_after_load_s=round(drain, 2),
-        commit=_commit_figures(_order_times(event_id)),
-        invariants=figures,
+        raw, event_id=event_id, drain_after_load_s=drain, commit=commit, invariants=figures
     )
 
 
@@ -164,23 +263,17 @@ def poll_orders_prepare(ctx: Context) -> dict[str, dict]:
 
     made = {}
     for status in ("pending", "confirmed"):
-        event_id = prepare.event_prepare(
-            total_tickets=10 * len(ctx.buyer_ids), name=f"Poll ({status})"
-        )
+        total = 10 * len(ctx.buyer_ids)
+        event_id = prepare.event_prepare(total_tickets=total, name=f"Poll ({status})")
         final = status == "confirmed"
         if not final:
             _line_open(event_id, ctx.buyer_ids[0])
+        finalized_at = timezone.now() if final else None
         orders = Order.objects.bulk_create(
-            [
-                Order(
-                    user_id=user_id,
-                    event_id=event_id,
-                    quantity=1,
-                    status=status,
-                    finalized_at=timezone.now() if final else None,
-                )
-                for user_id in ctx.buyer_ids
-            ]
+            Order(
+                user_id=u, event_id=event_id, quantity=1, status=status, finalized_at=finalized_at
+            )
+            for u in ctx.buyer_ids
         )
         if final:
             Event.objects.filter(pk=event_id).update(tickets_sold=len(orders))
@@ -211,21 +304,11 @@ def scenario_poll(ctx: Context, orders: dict, status: str, *, base_url: str | No
 
     name = "poll_pending" if status == "pending" else "poll_final"
     label = f"baseline_{name}" if base_url else name
-    event_id = orders[status]["event_id"]
-    _poll_each_once(base_url or ctx.api_url, ctx.tokens, orders[status]["paths"])
-    raw = drive(
-        ctx,
-        label,
-        {**_get_spec(ctx, base_url), "paths": orders[status]["paths"]},
-        lambda: {"path": orders[status]["paths"][0]},
-    )
+    event_id, paths = orders[status]["event_id"], orders[status]["paths"]
+    _poll_each_once(base_url or ctx.api_url, ctx.tokens, paths)
+    raw = drive(ctx, label, _spec(ctx, base_url, paths=paths), lambda: {"path": paths[0]})
     left = Order.objects.filter(event_id=event_id, status=status).count()
-    return _steady(
-        raw,
-        event_id=event_id,
-        orders=len(orders[status]["paths"]),
-        orders_still_in_status_after=left,
-    )
+    return _steady(raw, event_id=event_id, orders=len(paths), orders_still_in_status_after=left)
 
 
 def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
@@ -233,32 +316,22 @@ def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
 
     An order accepted through the API is answered from what the purchase left in Redis; these
     rows went in through the ORM, so without this the timed polls would mostly be first reads."""
-    import requests
-
     session = requests.Session()
 
     def read(i: int) -> None:
-        response = session.get(
-            base_url + paths[i], headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=30
-        )
+        headers = {"Authorization": f"Bearer {tokens[i]}"}
+        response = session.get(base_url + paths[i], headers=headers, timeout=30)
         if response.status_code != 200:
-            raise RuntimeError(
-                f"GET {paths[i]} by its owner: {response.status_code} {response.text[:200]}"
-            )
+            raise RuntimeError(f"GET {paths[i]} by its owner: {response.status_code}")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(read, range(len(paths))))
 
 
-def scenario_sale(
-    ctx: Context,
-    *,
-    naive_url: str | None = None,
-    label: str | None = None,
-    concurrency: int | None = None,
-    network_timeout: float | None = None,
-) -> dict:
-    """b (or d with naive_url). A flash sale of --tickets: pre-open rush, sell-out, polls."""
+def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) -> dict:
+    """b (or d with naive_url). A flash sale of --tickets: pre-open rush, sell-out, polls.
+
+    `spec_fields` override the load generator's (concurrency, network_timeout: the crowd)."""
     label = label or ("naive_sale" if naive_url else "sale")
     created: dict = {}
 
@@ -272,53 +345,38 @@ def scenario_sale(
         prefix = "/naive" if naive_url else ""
         return {"path": f"{prefix}/events/{event_id}/purchase/", "start_at": time.time()}
 
-    spec = {
-        "mode": "buy",
-        "max_seconds": ctx.args.sale_timeout,
-        "poll": not naive_url,
-        "grace_after_sold_out": SALE_GRACE_SECONDS,
-    }
-    if naive_url:
-        spec["base_url"] = naive_url
-    if concurrency:
-        spec["concurrency"] = concurrency
-    if network_timeout:
-        spec["network_timeout"] = network_timeout
+    spec = _spec(ctx, naive_url, "buy", poll=not naive_url, grace_after_sold_out=SALE_GRACE_SECONDS)
+    spec.update(max_seconds=ctx.args.sale_timeout, **spec_fields)
     raw = drive(ctx, label, spec, setup, progress="qty", total=ctx.args.tickets)
     samples, event_id, open_at = raw["samples"], created["id"], created["open_at"]
-    drain = wait_until_final([event_id], timeout=120)
+    drain = wait_until_no_pending(event_id, timeout=120)
     won = samples.mask(kind="buy", outcome="confirmed" if naive_url else "accepted")
     sold_out = samples.mask(kind="buy", outcome="sold_out")
     buys = samples.outcome[samples.mask(kind="buy")].astype(str)
     unanswered = sum(1 for o in buys if o.startswith("error_") and not o[6:].isdigit())
-    figures = invariants_check(
-        label,
-        event_id,
-        gate=not naive_url,
-        accepted_ids=samples.order_id[won],
-        unanswered_purchases=unanswered,
-        expect_sold_out=bool(sold_out.any()),
-    )
-    sold_out_at = float(samples.end[sold_out].min()) if sold_out.any() else None
-    times = _order_times(event_id)
+    figures = assert_invariants(
+        event_id, label=label, gate=not naive_url, accepted_ids=samples.order_id[won],
+        unanswered_purchases=unanswered, expect_sold_out=bool(sold_out.any()),
+    )  # fmt: skip
+    window, sold_out_at = an.sale_window(samples, open_at)
+    times, seen = _order_times(event_id), _final_seen(samples)
     final_at = float(np.nanmax(times["finalized"])) if len(times["finalized"]) else None
-    window_end = sold_out_at or float(samples.end.max())
-    in_window = samples.mask(kind="buy", start=open_at, stop=window_end)
+    confirmed = times["confirmed"]
+
+    def after_open(at):
+        return round(at - open_at, 3) if at else None
+
     return {
         "event_id": event_id,
         "design": "naive" if naive_url else "queued",
         "tickets": ctx.args.tickets,
         "orders_won": int(won.sum()),
-        "sold_out_after_open_s": round(sold_out_at - open_at, 3) if sold_out_at else None,
-        "all_final_after_open_s": round(final_at - open_at, 3) if final_at else None,
-        "client_saw_all_final_after_open_s": _client_final(samples, open_at),
-        "sale_window_s": round(window_end - open_at, 3),
-        "purchase_rps_in_sale_window": window_rate(samples, open_at, window_end, kind="buy"),
-        "all_rps_in_sale_window": window_rate(samples, open_at, window_end),
-        "purchase_latency_in_sale_window": latency_stats(samples.latency[in_window]),
-        "purchases_by_outcome": by_outcome(samples, samples.mask(kind="buy")),
-        "polls_by_outcome": by_outcome(samples, samples.mask(kind="poll")),
-        "errors": errors(samples),
+        "sold_out_after_open_s": after_open(sold_out_at),
+        "all_final_after_open_s": after_open(final_at),
+        "client_saw_all_final_after_open_s": after_open(
+            float(samples.end[seen].max()) if seen.any() else None
+        ),
+        **window,
         "drain_after_load_s": round(drain, 2),
         "commit": None if naive_url else _commit_figures(times),
         "line": None if naive_url else _line_figures(samples, event_id),
@@ -327,12 +385,12 @@ def scenario_sale(
         "pg_lock_waits": raw["pg_lock_waits"],
         "invariants": figures,
         "_chart": {
-            "rates": rate_timeline(samples, open_at),
+            "rates": an.rate_timeline(samples, open_at),
             "lock_waits": raw["pg_lock_waits"]["_timeline"],
             "open_at": open_at,
-            "reserved": cumulative(samples.end[won], samples.qty[won], open_at),
-            "committed": cumulative(
-                times["finalized"][times["confirmed"]], times["qty"][times["confirmed"]], open_at
+            "reserved": an.cumulative(samples.end[won], samples.qty[won], open_at),
+            "committed": an.cumulative(
+                times["finalized"][confirmed], times["qty"][confirmed], open_at
             ),
         },
         "_samples": samples,
@@ -340,29 +398,21 @@ def scenario_sale(
 
 
 def _line_figures(samples: Samples, event_id: int) -> dict:
-    """What the place in line bought the buyers (issue 10): polls per accepted order, how
-    long after PostgreSQL made an order final its buyer saw it, and how close the 202's
-    estimated wait came to the actual accept → final time (the client's clock: 202
-    received → finalized_at; both on this machine)."""
+    """What the place in line bought the buyers: polls per accepted order, how long after
+    PostgreSQL made an order final its buyer saw it, and how close the 202's estimated
+    wait came to the actual accept → final time (the client's clock: 202 received →
+    finalized_at; both on this machine)."""
     from core.models import Order
 
-    final_at = {
-        order_id: at.timestamp()
-        for order_id, at in Order.objects.filter(event_id=event_id)
-        .exclude(finalized_at=None)
-        .values_list("id", "finalized_at")
-    }
-    won = samples.mask(kind="buy", outcome="accepted")
-    polls = samples.mask(kind="poll")
-    seen = polls & (samples.outcome != "pending")
-    for prefix in ("error_", "busy_"):
-        seen &= ~np.char.startswith(samples.outcome.astype(str), prefix)
+    orders = Order.objects.filter(event_id=event_id).exclude(finalized_at=None)
+    final_at = {i: at.timestamp() for i, at in orders.values_list("id", "finalized_at")}
+    won, seen = samples.mask(kind="buy", outcome="accepted"), _final_seen(samples)
     first_seen: dict[int, float] = {}
     for order_id, end in zip(samples.order_id[seen], samples.end[seen], strict=True):
         first_seen[int(order_id)] = min(end, first_seen.get(int(order_id), end))
     lag = [first_seen[o] - final_at[o] for o in first_seen if o in final_at]
     estimate = samples.estimate if samples.estimate is not None else np.full(len(samples.t), np.nan)
-    errors, given = [], 0
+    misses, given = [], 0
     for order_id, end, guess in zip(
         samples.order_id[won], samples.end[won], estimate[won], strict=True
     ):
@@ -370,56 +420,40 @@ def _line_figures(samples: Samples, event_id: int) -> dict:
             continue
         given += 1
         if int(order_id) in final_at:
-            errors.append(abs(final_at[int(order_id)] - end - guess))
-    accepted = int(won.sum())
+            misses.append(abs(final_at[int(order_id)] - end - guess))
+    accepted, polls = int(won.sum()), int(samples.mask(kind="poll").sum())
 
     def pct(values, q):
         return round(float(np.percentile(values, q)), 3) if values else None
 
     return {
-        "polls_per_accepted_order": round(int(polls.sum()) / accepted, 3) if accepted else None,
+        "polls_per_accepted_order": round(polls / accepted, 3) if accepted else None,
         "final_to_seen_p50_s": pct(lag, 50),
         "final_to_seen_p90_s": pct(lag, 90),
         "estimates_given": given,
         "estimates_null": accepted - given,
-        "estimate_abs_error_median_s": pct(errors, 50),
-        "estimate_abs_error_p90_s": pct(errors, 90),
+        "estimate_abs_error_median_s": pct(misses, 50),
+        "estimate_abs_error_p90_s": pct(misses, 90),
     }
 
 
-def _client_final(samples: Samples, open_at: float) -> float | None:
-    final = samples.mask(kind="poll") & (samples.outcome != "pending")
-    final &= ~np.char.startswith(samples.outcome.astype(str), "error_")
-    final &= ~np.char.startswith(samples.outcome.astype(str), "busy_")
-    return round(float(samples.end[final].max()) - open_at, 3) if final.any() else None
-
-
-def scenario_flood(
-    ctx: Context, event_id: int, *, base_url: str | None = None, naive: bool = False
-) -> dict:
+def scenario_flood(ctx: Context, event_id: int, *, base_url=None, naive: bool = False) -> dict:
     """c. Purchases of a sold-out event: what a refresh storm after the sale costs.
 
     On `base_url` (the baseline's or the naive API) when given; `naive` selects the naive
     API's routes and skips the Redis gate in the invariants."""
     label = "naive_flood" if naive else "baseline_flood" if base_url else "flood"
-    spec = {"mode": "buy", "max_seconds": ctx.args.duration, "grace_after_sold_out": None}
-    prefix = "/naive" if naive else ""
-    raw = drive(
-        ctx,
-        label,
-        {**spec, "base_url": base_url} if base_url else spec,
-        lambda: {"path": f"{prefix}/events/{event_id}/purchase/"},
-    )
-    figures = invariants_check(label, event_id, gate=not naive, expect_sold_out=True)
+    path = f"{'/naive' if naive else ''}/events/{event_id}/purchase/"
+    spec = _spec(ctx, base_url, "buy", grace_after_sold_out=None)
+    raw = drive(ctx, label, spec, lambda: {"path": path})
+    figures = assert_invariants(event_id, label=label, gate=not naive, expect_sold_out=True)
     return _steady(raw, event_id=event_id, invariants=figures)
 
 
 def scenario_naive(ctx: Context) -> dict:
     """d. The same sale against the naive design (a second API server), then its sold-out flood."""
-    port = free_port()
-    url = ctx.stack.start_api(
-        "naive-api", port=port, workers=ctx.args.api_workers, settings="loadtests.naive.settings"
-    )
+    env = {"DJANGO_SETTINGS_MODULE": "loadtests.naive.settings"}
+    url = ctx.stack.start_api("naive-api", port=free_port(), workers=ctx.args.api_workers, env=env)
     try:
         sale = scenario_sale(ctx, naive_url=url)
         sale["flood"] = scenario_flood(ctx, sale["event_id"], base_url=url, naive=True)
@@ -428,11 +462,7 @@ def scenario_naive(ctx: Context) -> dict:
         ctx.stack.stop("naive-api")
 
 
-CROWD_CONCURRENCY = 2000
-CROWD_ANSWER_SECONDS = 10.0
-
-
-def scenario_crowd(ctx: Context, concurrency: int = CROWD_CONCURRENCY) -> dict:
+def scenario_crowd(ctx: Context, concurrency: int) -> dict:
     """Flash crowd: a sale with `concurrency` keep-alive connections; every request must be answered.
 
     An answer is any HTTP response from the API within CROWD_ANSWER_SECONDS (a 503 with
@@ -440,18 +470,11 @@ def scenario_crowd(ctx: Context, concurrency: int = CROWD_CONCURRENCY) -> dict:
     sale = scenario_sale(
         ctx, label="crowd", concurrency=concurrency, network_timeout=CROWD_ANSWER_SECONDS
     )
-    sale.update(
-        {"connections": concurrency, **answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)}
-    )
-    return sale
+    answered = an.answered_figures(sale["_samples"], CROWD_ANSWER_SECONDS)
+    return {**sale, "connections": concurrency, **answered}
 
 
-def scenario_scale_out(
-    ctx: Context,
-    workers: tuple[int, ...] = (1, 2, 4),
-    events: int = 4,
-    engines: tuple[tuple[str, str], ...] = (("redis", "single"),),
-) -> dict:
+def scenario_scale_out(ctx: Context, engines, workers=(1, 2, 4), events: int = 4) -> dict:
     """e. Drain a backlog of --backlog pending orders with 1, 2, 4 worker processes.
 
     Two shapes: one hot event (one drain at a time, by design: every batch locks the
@@ -462,30 +485,27 @@ def scenario_scale_out(
     RabbitMQ vhost of their own.
     """
     ctx.stack.stop("worker")
-    results = {}
+    results, backlog = {}, ctx.args.backlog
     for broker, topology in engines:
         own = (broker, topology) == ("redis", "single")
-        with _scale_out_engines(broker, topology) as (env, publish):
+        with _scale_out_engines(ctx.database, broker, topology) as (env, publish):
             for k in workers:
                 shapes = {}
                 if own:
                     shapes["one_event"] = [
-                        prepare.backlog_prepare(orders=ctx.args.backlog, buyer_ids=ctx.buyer_ids)
+                        prepare.backlog_prepare(orders=backlog, buyer_ids=ctx.buyer_ids)
                     ]
                 shapes[f"{events}_events"] = [
-                    prepare.backlog_prepare(
-                        orders=ctx.args.backlog // events, buyer_ids=ctx.buyer_ids
-                    )
+                    prepare.backlog_prepare(orders=backlog // events, buyer_ids=ctx.buyer_ids)
                     for _ in range(events)
                 ]
                 name = f"worker-x{k}" if own else f"worker-{broker}-{topology}-x{k}"
-                ctx.stack.start_worker(name, concurrency=k, env=env)
+                ctx.stack.start_worker(name, concurrency=k, env=env, args=["--without-heartbeat"])
                 _wait_consuming(publish)
                 for shape, event_ids in shapes.items():
                     row = _drain_timed(ctx, publish, event_ids, f"x{k} {shape}", k)
                     row.update(shape=shape, broker=broker, topology=topology)
-                    key = f"{shape}/x{k}" if own else f"{broker}+{topology}/{shape}/x{k}"
-                    results[key] = row
+                    results[f"{shape}/x{k}" if own else f"{broker}+{topology}/{shape}/x{k}"] = row
                 ctx.stack.stop(name)
     return results
 
@@ -500,12 +520,9 @@ def _drain_timed(ctx: Context, publish, event_ids: list[int], label: str, k: int
     for event_id in event_ids:
         publish(event_id)
     with tqdm(total=1, desc=f"drain {label:<20}", bar_format="{desc} [{elapsed}]", file=sys.stdout):
-        waited = wait_until_final(event_ids, timeout=120)
+        waited = wait_until_no_pending(*event_ids, timeout=120)
     orders = Order.objects.filter(event_id__in=event_ids)
-    last = orders.aggregate(m=Max("finalized_at"))["m"]
-    if last is None:
-        raise InvariantError(f"scale-out {label}: no order became final in {waited:.0f} s")
-    last = last.timestamp()
+    last = orders.aggregate(m=Max("finalized_at"))["m"].timestamp()
     count = orders.count()
     return {
         "processes": k,
@@ -515,21 +532,21 @@ def _drain_timed(ctx: Context, publish, event_ids: list[int], label: str, k: int
         "cpu_cores": cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), waited),
         "redis_nodes": len({redis_slot_owner(inflight_key(e)) for e in event_ids}),
         "invariants": [
-            invariants_check(f"scale-out {label}", e, expect_sold_out=True) for e in event_ids
+            assert_invariants(e, label=f"scale-out {label}", expect_sold_out=True)
+            for e in event_ids
         ],
     }
 
 
 @contextmanager
-def _scale_out_engines(broker: str, topology: str):
+def _scale_out_engines(database: str, broker: str, topology: str):
     """Yield (worker environment, publish(event_id)) for one series; this process's
     gate client follows REDIS_URL, so the backlog's gates and the checks go there too."""
     from celery import Celery
     from django.conf import settings
 
     from core.stock import redis_clients_forget
-    from loadtests.rabbitmq import rabbitmq_vhost
-    from loadtests.redis_cluster import RedisClusterNodes
+    from tests.engines import RedisClusterNodes, rabbitmq_vhost
     from workers.celery import broker_options
 
     with ExitStack() as stack:
@@ -539,7 +556,7 @@ def _scale_out_engines(broker: str, topology: str):
             stack.callback(cluster.stop)
             env["REDIS_URL"] = cluster.url
         if broker == "rabbitmq":
-            env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq_vhost(DB_NAME))
+            env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq_vhost(database))
         saved = settings.REDIS_URL
         settings.REDIS_URL = env.get("REDIS_URL", saved)
         redis_clients_forget()
@@ -556,10 +573,8 @@ def _scale_out_engines(broker: str, topology: str):
         def publish(event_id: int) -> None:
             publisher.send_task(
                 "workers.tasks.event_orders_commit",
-                args=[event_id],
-                queue="purchases",
-                connection=connection,
-            )
+                args=[event_id], queue="purchases", connection=connection,
+            )  # fmt: skip
 
         yield env, publish
 

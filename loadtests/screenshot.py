@@ -27,26 +27,12 @@ MARGIN = 20
 def render(report: Path, png: Path) -> None:
     profile = tempfile.mkdtemp(prefix="chromium-")
     try:
-        subprocess.run(
-            [
-                shutil.which("chromium") or "chromium",
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                f"--screenshot={png}",
-                f"--window-size={WIDTH},{HEIGHT}",
-                "--virtual-time-budget=10000",
-                report.resolve().as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        command = [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox",
+                   "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                   "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                   f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}",
+                   "--virtual-time-budget=10000", report.resolve().as_uri()]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
 

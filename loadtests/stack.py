@@ -1,15 +1,17 @@
-"""The benchmark's own stack: database, Redis DB, API server and Celery subprocesses, meters.
+"""The load tools' stack: one environment, a database and Redis DB of their own, meters.
 
-Everything here is private to the benchmark: a database of its own (dropped and
-recreated), a Redis database number of its own (FLUSHDB of that number only), servers
-on free loopback ports. Processes are started in their own session and stopped by
-process group id, never by name.
+Every tool (`loadtests.bench`, `loadtests.run`, `loadtests.inprocess`,
+`loadtests.refusal_cost`) calls `stack_prepare`: it drops and recreates the tool's
+database, flushes its Redis database number (FLUSHDB of that number only), sets up
+Django in this process and returns a `tests.live.Stack`, the processes starter the live
+tests use too. Meters read CPU and memory of those processes (psutil) and lock waits
+of the database (pg_stat_activity).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
+import secrets
 import tempfile
 import threading
 import time
@@ -19,37 +21,81 @@ import psutil
 import psycopg
 import redis
 
-from loadtests.processes import BIN, ROOT, ProcessGroup, answers, free_port  # noqa: F401 (re-exported)
-
-# Two benchmarks on one machine (say, two checkouts) are kept apart with these.
-DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "bench_ticketing")
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "10"))
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+from tests.live import ROOT, Stack, free_port  # noqa: F401 (re-exported for the tools)
 
 
-def bench_env(metrics_dir: str) -> dict[str, str]:
-    """Environment of every process of the run (the orchestrator's own included)."""
-    return {
+def environment(database: str, redis_db: int, metrics_dir: Path, *, fast_hashers: bool) -> dict:
+    """Production settings for every process of a run, with the rate limits raised so they
+    do not decide the result. A signing key made for the run: its tokens die with it.
+    `fast_hashers`: MD5 passwords, so that logging buyers in before a measurement does not
+    cost minutes of PBKDF2 on 2 cores (off when logins are what is measured)."""
+    url = f"redis://127.0.0.1:6379/{redis_db}"
+    env = {
         "DJANGO_SETTINGS_MODULE": "core.settings",
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": REDIS_URL,
-        "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
+        "REDIS_URL": url,
+        "CELERY_BROKER_URL": url,
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_DEBUG": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "THROTTLE_PURCHASE_RATE": "1000000/min",
         "THROTTLE_LOGIN_RATE": "1000000/min",
         "THROTTLE_REGISTER_RATE": "1000000/min",
         "LOG_LEVEL": "WARNING",
-        # Logins happen before the measurements; PBKDF2's 1M iterations would make the
-        # preparation of a few hundred buyers take minutes of CPU on 2 cores.
-        "DJANGO_PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
         "JWT_ACCESS_LIFETIME_SECONDS": "7200",
-        # As `make run` and docker-compose: metrics shared through files.
-        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # as `make run`: metrics through files
         "PYTHONUNBUFFERED": "1",
     }
+    if fast_hashers:
+        env["DJANGO_PASSWORD_HASHERS"] = "django.contrib.auth.hashers.MD5PasswordHasher"
+    return env
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as c:
+        c.execute(sql)
+
+
+def database_drop(name: str) -> None:
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def stack_prepare(
+    database: str, redis_db: int, work_dir: Path | None = None, *, fast_hashers: bool = True
+) -> Stack:
+    """Recreate `database`, flush `redis_db`, configure and migrate Django in this process;
+    return a Stack whose processes share this environment (logs in `work_dir`)."""
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"{database}-"))
+    (work_dir / "metrics").mkdir(parents=True, exist_ok=True)
+    env = environment(database, redis_db, work_dir / "metrics", fast_hashers=fast_hashers)
+    os.environ.update(env)
+    database_drop(database)
+    _admin(f"CREATE DATABASE {database}")
+    redis_flush()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return Stack(dict(os.environ), work_dir)
+
+
+def stack_teardown(stack: Stack, database: str, *, keep_db: bool = False) -> None:
+    """Stop the stack's processes; drop its database and flush its Redis DB unless `keep_db`."""
+    stack.stop_all()
+    if not keep_db:
+        from django.db import connections
+
+        connections.close_all()
+        database_drop(database)
+        redis_flush()
+
+
+def redis_flush() -> None:
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # this DB number only, never FLUSHALL
 
 
 def busy_cores_before(what: str) -> float:
@@ -61,143 +107,59 @@ def busy_cores_before(what: str) -> float:
             "figures will be lower and noisier (see the `other` CPU figures)",
             flush=True,
         )
-    return busy
-
-
-def database_recreate(name: str = DB_NAME) -> None:
-    """Drop (with its connections) and create a database of the load tools' own."""
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-
-
-def database_drop(name: str = DB_NAME) -> None:
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def redis_flush() -> None:
-    redis.Redis.from_url(REDIS_URL).flushdb()  # this DB number only, never FLUSHALL
-
-
-class Stack(ProcessGroup):
-    """API server and Celery processes of the benchmark, with their logs in `log_dir`."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        super().__init__({**os.environ, **env}, log_dir)
-
-    def start_api(
-        self,
-        name: str,
-        *,
-        port: int,
-        workers: int = 2,
-        settings: str | None = None,
-        app: str = "core.wsgi:application",
-        health_path: str = "/health/",
-    ) -> str:
-        """Start the API server as production does (core.serve); return its base URL.
-
-        `app` may name another WSGI app served the same way (the bare reference)."""
-        env = {"DJANGO_SETTINGS_MODULE": settings} if settings else None
-        return self.start_api_server(
-            name, port=port, workers=workers, env=env, app=app, health_path=health_path
-        )
-
-    def start_baseline_api(self, name: str, *, tree: Path, port: int, workers: int = 2) -> str:
-        """Start the API of an older commit checked out in `tree` with that commit's own server.
-
-        The commits this is used for (df71965) served with gunicorn and gunicorn.conf.py; the
-        process runs from `tree`, so `core`, `api` and `workers` are imported from there, on
-        this stack's database, Redis DB and signing key (the same tokens work)."""
-        metrics = self.log_dir / f"metrics-{name}"  # its metric files apart from the current API's
-        metrics.mkdir(exist_ok=True)
-        self.start(
-            name,
-            [
-                str(BIN / "gunicorn"),
-                "core.wsgi:application",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-            ],
-            {"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
-            cwd=tree,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        self.wait_until(lambda: answers(base_url + "/health/"), f"{name} to answer")
-        return base_url
-
-    def start_worker(
-        self, name: str, *, concurrency: int, env: dict | None = None
-    ) -> subprocess.Popen:
-        """Start a Celery worker (prefork, `concurrency` processes) on every queue."""
-        return self.start_celery_worker(
-            name,
-            concurrency=concurrency,
-            extra_args=("--without-heartbeat", "-Q", "purchases,default"),
-            env=env,
-        )
+    return round(busy, 2)
 
 
 class Meter(threading.Thread):
-    """Sample peak RSS of every stack process, and CPU time of everything that matters.
+    """Peak RSS of every stack process, and CPU time by role: api, worker (the Stack's
+    processes and their children), postgres and redis (servers by name, read only),
+    loadgen (every process of `loadgen`, a Stack running Locust; an exited process keeps
+    the last CPU time seen) and the whole machine. With `timeline`, a CPU snapshot is
+    also kept every `timeline` seconds for `cores(start, stop)`."""
 
-    Roles: the processes started by the Stack (and their children) under their own
-    names; PostgreSQL and Redis servers by name (read only); the load generator.
-    """
-
-    def __init__(self, stack: Stack, interval: float = 0.2):
+    def __init__(self, stack: Stack, loadgen: Stack | None = None, timeline: float = 0.0):
         super().__init__(daemon=True)
-        self.stack, self.interval = stack, interval
-        self.peak_rss: dict[int, dict] = {}  # pid -> {"role", "name", "rss_mb"}
-        self.extra: dict[str, int] = {}  # role -> pid (load generators)
+        self.stack, self.loadgen, self.timeline = stack, loadgen, timeline
+        self.peak_rss: dict[int, dict] = {}  # pid -> {"name", "role", "pid", "rss_mb"}
+        self.points: list[tuple[float, dict[str, float]]] = []
+        self._loadgen_cpu: dict[int, float] = {}
         self._halt = threading.Event()
-        self._lock = threading.Lock()
         self._cache: dict[int, psutil.Process] = {}
 
     def processes(self) -> list[tuple[str, str, psutil.Process]]:
         found = []
         for name, popen in list(self.stack.processes.items()):
             try:
-                root = self._proc(popen.pid)
+                root = self._cache.setdefault(popen.pid, psutil.Process(popen.pid))
                 kind = "celery" if "worker" in name else "api"
                 found.append((f"{kind} master", name, root))
-                found += [(f"{kind} child", name, self._proc(c.pid)) for c in root.children()]
+                found += [(f"{kind} child", name, child) for child in root.children()]
             except psutil.NoSuchProcess:
                 continue
         return found
 
-    def _proc(self, pid: int) -> psutil.Process:
-        if pid not in self._cache:
-            self._cache[pid] = psutil.Process(pid)
-        return self._cache[pid]
-
     def run(self) -> None:
-        while not self._halt.wait(self.interval):
+        last = 0.0
+        while not self._halt.wait(0.2):
             for role, name, process in self.processes():
                 try:
-                    rss = process.memory_info().rss / 2**20
+                    rss = round(process.memory_info().rss / 2**20, 1)
                 except psutil.NoSuchProcess:
                     continue
-                with self._lock:
-                    entry = self.peak_rss.setdefault(
-                        process.pid, {"name": name, "role": role, "pid": process.pid, "rss_mb": 0.0}
-                    )
-                    entry["rss_mb"] = max(entry["rss_mb"], round(rss, 1))
+                entry = self.peak_rss.setdefault(
+                    process.pid, {"name": name, "role": role, "pid": process.pid, "rss_mb": 0.0}
+                )
+                entry["rss_mb"] = max(entry["rss_mb"], rss)
+            if self.timeline and time.time() - last >= self.timeline:
+                last = time.time()
+                self.points.append((last, self.cpu_snapshot()))
 
     def stop(self) -> None:
         self._halt.set()
+        self.join(timeout=5)
 
-    def cpu_snapshot(self, loadgen_pid: int | None = None) -> dict[str, float]:
-        """CPU seconds so far, by role: api, worker, postgres, redis, loadgen."""
+    def cpu_snapshot(self) -> dict[str, float]:
+        """CPU seconds so far, by role."""
         totals: dict[str, float] = {}
 
         def add(role, process):
@@ -210,33 +172,40 @@ class Meter(threading.Thread):
         for role, _name, process in self.processes():
             add("worker" if role.startswith("celery") else "api", process)
         for process in psutil.process_iter(["name"]):
-            pname = process.info["name"] or ""
-            if pname.startswith("postgres"):
+            name = process.info["name"] or ""
+            if name.startswith("postgres"):
                 add("postgres", process)
-            elif pname.startswith("redis-server"):
+            elif name.startswith("redis-server"):
                 add("redis", process)
-        if loadgen_pid:
-            add("loadgen", psutil.Process(loadgen_pid))
-        machine = psutil.cpu_times()
-        totals["machine"] = (
-            machine.user
-            + machine.nice
-            + machine.system
-            + machine.irq
-            + machine.softirq
-            + machine.steal
-        )
+        for popen in list(self.loadgen.processes.values()) if self.loadgen else []:
+            try:
+                root = psutil.Process(popen.pid)
+                for process in [root, *root.children(recursive=True)]:
+                    times = process.cpu_times()
+                    self._loadgen_cpu[process.pid] = times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        if self.loadgen:
+            totals["loadgen"] = sum(self._loadgen_cpu.values())
+        m = psutil.cpu_times()
+        totals["machine"] = m.user + m.nice + m.system + m.irq + m.softirq + m.steal
         return totals
 
+    def cores(self, start: float, stop: float) -> dict[str, float]:
+        """Cores used per role between the timeline's snapshots that bracket [start, stop]."""
+        before = [p for p in self.points if p[0] <= start] or self.points[:1]
+        after = [p for p in self.points if p[0] >= stop] or self.points[-1:]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return {}
+        (t0, first), (t1, last) = before[-1], after[0]
+        return cpu_delta(first, last, t1 - t0)
 
-def cpu_delta(
-    before: dict[str, float], after: dict[str, float], seconds: float
-) -> dict[str, float]:
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
     """Cores used per role over `seconds` (1.0 = one core busy all the time).
 
     "machine" is every process of the host; "other" what none of the roles explains
-    (other work on the machine, short-lived processes): a large one means noise.
-    """
+    (other work on the machine, short-lived processes): a large one means noise."""
     if seconds <= 0:
         return {}
     used = {
@@ -248,40 +217,8 @@ def cpu_delta(
     return used
 
 
-def tmp_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
-
-
-def baseline_tree_add(commit: str) -> Path:
-    """Check `commit` out in a temporary detached git worktree; return its directory."""
-    tree = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-")) / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(tree), commit],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return tree
-
-
-def baseline_tree_remove(tree: Path) -> None:
-    """Remove a worktree made by baseline_tree_add (and git's record of it)."""
-    subprocess.run(
-        ["git", "worktree", "remove", "--force", str(tree)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if tree.parent.exists():
-        import shutil
-
-        shutil.rmtree(tree.parent, ignore_errors=True)
-
-
 class LockSampler(threading.Thread):
-    """Count PostgreSQL backends of the benchmark database waiting on a lock (pg_stat_activity)."""
+    """Count PostgreSQL backends of `database` waiting on a lock (pg_stat_activity)."""
 
     QUERY = """
         SELECT wait_event, left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
@@ -289,10 +226,9 @@ class LockSampler(threading.Thread):
         WHERE datname = %s AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
     """
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, database: str, interval: float = 0.1):
         super().__init__(daemon=True)
-        self.interval = interval
-        self.samples = 0
+        self.database, self.interval = database, interval
         self.times: list[float] = []
         self.waiting: list[int] = []
         self.by_query: dict[str, int] = {}
@@ -300,11 +236,10 @@ class LockSampler(threading.Thread):
 
     def run(self) -> None:
         with psycopg.connect(
-            host="127.0.0.1", user="postgres", dbname=DB_NAME, autocommit=True
+            host="127.0.0.1", user="postgres", dbname=self.database, autocommit=True
         ) as conn:
             while not self._halt.wait(self.interval):
-                rows = conn.execute(self.QUERY, [DB_NAME]).fetchall()
-                self.samples += 1
+                rows = conn.execute(self.QUERY, [self.database]).fetchall()
                 self.times.append(time.time())
                 self.waiting.append(len(rows))
                 for wait_event, query in rows:
@@ -316,7 +251,7 @@ class LockSampler(threading.Thread):
         self.join(timeout=2)
         waiting = self.waiting or [0]
         return {
-            "samples": self.samples,
+            "samples": len(self.waiting),
             "share_of_samples_with_waiters": round(sum(1 for n in waiting if n) / len(waiting), 3),
             "max_waiting_backends": max(waiting),
             "mean_waiting_backends": round(sum(waiting) / len(waiting), 2),

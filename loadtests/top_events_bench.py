@@ -2,7 +2,8 @@
 
     python -m loadtests.top_events_bench [--events 100000] [--tickets 2000000] [--repeat 30]
 
-Creates its own database (`bench_top_events`, dropped and recreated), fills it with
+Creates its own database (`bench_top_events`, dropped and recreated; Redis DB 11) with the
+load tools' environment (loadtests/stack.py), fills it with
 set-based SQL (generate_series, no ORM loops), then measures in one run: the endpoint
 through Django's full request stack, the equivalent `GROUP BY ... ORDER BY ... LIMIT`
 query, their ratio, and the refresh time. Writes docs/benchmarks/top_events.md and .json.
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-import psycopg
+from loadtests.stack import ROOT, stack_prepare, stack_teardown
 
-DB_NAME = "bench_top_events"
-OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+DATABASE, REDIS_DB = "bench_top_events", 11
 
 DIRECT_QUERY = """
 SELECT e.id, e.name, e.date, s.sold,
@@ -60,29 +59,6 @@ FILL = [
 ]
 
 
-def _admin_conn() -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
-
-
-def recreate_database() -> None:
-    with _admin_conn() as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-
-
-def setup_django() -> None:
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "1")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/11")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
 def fill(events: int, tickets: int) -> float:
     from django.db import connection
 
@@ -92,15 +68,6 @@ def fill(events: int, tickets: int) -> float:
         for statement in FILL:
             cursor.execute(statement, params)
     return time.perf_counter() - started
-
-
-def timed(fn, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 def measure(repeat: int, limit: int) -> dict:
@@ -129,8 +96,10 @@ def measure(repeat: int, limit: int) -> dict:
     endpoint(), direct()  # warm caches and connections
     endpoint_ms, direct_ms = [], []
     for _ in range(repeat):  # interleaved, so both see the same machine noise
-        endpoint_ms += timed(endpoint, 1)
-        direct_ms += timed(direct, 1)
+        for fn, samples in ((endpoint, endpoint_ms), (direct, direct_ms)):
+            started = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - started) * 1000)
     view_top = client.get(f"/events/top/?limit={limit}").json()["results"]
     with connection.cursor() as cursor:
         cursor.execute(DIRECT_QUERY, [limit])
@@ -171,44 +140,31 @@ aggregate's cost.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--tickets", type=int, default=2_000_000)
-    parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--limit", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=OUT)
+    for flag, default in (("--events", 100_000), ("--tickets", 2_000_000), ("--repeat", 30),
+                          ("--limit", 10)):  # fmt: skip
+        parser.add_argument(flag, type=int, default=default)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--keep", action="store_true", help="keep the database (for EXPLAIN)")
     parser.add_argument("--fill-only", action="store_true", help="fill, keep, measure nothing")
     args = parser.parse_args()
-
-    recreate_database()
-    setup_django()
+    stack = stack_prepare(DATABASE, REDIS_DB)
     print(f"filling {args.events:,} events and {args.tickets:,} tickets ...", flush=True)
     fill_seconds = fill(args.events, args.tickets)
     print(f"filled in {fill_seconds:.1f} s; measuring ...", flush=True)
     if args.fill_only:
         return
     figures = measure(args.repeat, args.limit)
+    default = (args.events, args.tickets) == (100_000, 2_000_000)
+    options = "" if default else f" --events {args.events} --tickets {args.tickets}"
     figures.update(
-        events=args.events,
-        tickets=args.tickets,
-        repeat=args.repeat,
-        limit=args.limit,
-        fill_seconds=fill_seconds,
-        command="python -m loadtests.top_events_bench"
-        + (
-            ""
-            if (args.events, args.tickets) == (100_000, 2_000_000)
-            else f" --events {args.events} --tickets {args.tickets}"
-        ),
-    )
+        events=args.events, tickets=args.tickets, repeat=args.repeat, limit=args.limit,
+        fill_seconds=fill_seconds, command="python -m loadtests.top_events_bench" + options,
+    )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "top_events.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "top_events.md").write_text(report(figures))
     print(report(figures))
-    if args.keep:
-        return
-    with _admin_conn() as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    stack_teardown(stack, DATABASE, keep_db=args.keep)
 
 
 if __name__ == "__main__":

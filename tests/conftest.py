@@ -2,9 +2,7 @@
 
 import itertools
 import os
-import shutil
 import socket
-import subprocess
 from datetime import timedelta
 
 import pytest
@@ -19,7 +17,7 @@ from api.serializers import role_claims
 from core.models import Event, User
 from core.services.users import REVOCATIONS_KEY
 from core.stock import get_redis
-from loadtests.redis_cluster import RedisClusterNodes
+from tests.engines import RedisClusterNodes, rabbitmq_vhost
 
 _names = itertools.count()
 
@@ -43,17 +41,8 @@ def rabbitmq_url():
         if os.environ.get("REQUIRE_RABBITMQ") == "1":
             raise
         pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
-    vhost = os.environ.get("TEST_DATABASE_NAME", "test_ticketing")
-    ctl = shutil.which("rabbitmqctl")
-    made = ctl and subprocess.run([ctl, "add_vhost", vhost], capture_output=True).returncode == 0
-    if made:
-        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
-                       capture_output=True)  # fmt: skip
-    else:  # no rabbitmqctl here (RabbitMQ elsewhere): the default vhost
-        vhost = ""
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    if made:
-        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+    with rabbitmq_vhost(os.environ.get("TEST_DATABASE_NAME", "test_ticketing")) as url:
+        yield url
 
 
 @pytest.fixture

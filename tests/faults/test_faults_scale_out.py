@@ -10,9 +10,9 @@ import requests
 
 from core import stock
 from core.models import Order, User
-from loadtests.redis_cluster import RedisClusterNodes
 from tests.concurrency.conftest import FAST_BEAT
 from tests.conftest import token_for
+from tests.engines import RedisClusterNodes
 from tests.faults.test_faults import REQUESTS, _lock_waiters, _pg
 from tests.invariants import assert_invariants, wait_until_no_pending
 from tests.live import LiveStack, fire

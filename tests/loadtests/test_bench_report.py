@@ -272,3 +272,15 @@ def test_a_missed_sale_goal_is_explained_with_the_figures_of_the_same_run():
     assert "### What limits the missed goals" in text
     assert "**Sale duration** is bound by the API's request rate" in text
     assert f"{results['summary']['sale']['all_rps_in_sale_window']} req/s" in text
+
+
+def test_the_goals_and_their_targets_are_read_from_the_goals_file():
+    spec = report.goals_load()
+    accept = next(goal for goal in spec["goal"] if goal["key"] == "accept_vs_health")
+    accept["target"] = 0.9  # the run measures 0.5
+
+    rows = {row["key"]: row for row in report.goals(_results([_run()]), spec)}
+
+    assert rows["accept_vs_health"]["verdict"] == "MISS"
+    assert rows["accept_vs_health"]["target"] == "≥ 0.9×"
+    assert spec["baseline"]["commit"] == "df71965"

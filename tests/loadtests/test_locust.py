@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from core.models import Event, User
-from loadtests import locust_summary, prepare
-from loadtests.analysis import Samples
-from loadtests.processes import BIN, ROOT
+from loadtests import prepare, run
+from loadtests.analysis import Samples, sale_figures
 from tests.invariants import assert_invariants, wait_until_no_pending
-from tests.live import LiveStack
+from tests.live import BIN, ROOT, LiveStack
 
 LOCUST_SECONDS = 25  # upper bound of each run; a tiny sale ends in a few seconds
 
@@ -173,9 +172,7 @@ def test_the_sale_window_runs_from_the_first_purchase_to_the_first_sold_out():
         (102.0 + i * 0.01, 0.013, "buy", "sold_out", 1, 0) for i in range(300)
     ]  # 3 s of refusals
 
-    figures = locust_summary.sale_figures(
-        samples_of(sale + polls + flood), lambda start, stop: {"api": 1.0}
-    )
+    figures = sale_figures(samples_of(sale + polls + flood), lambda start, stop: {"api": 1.0})
 
     assert figures["sale_window_s"] == pytest.approx(2.013)  # to the end of the first sold_out
     # Every purchase started in the window counts, refusals too (as in the benchmark).
@@ -191,7 +188,7 @@ def test_the_sale_window_runs_from_the_first_purchase_to_the_first_sold_out():
 def test_a_run_stopped_at_sold_out_reports_no_flood():
     rows = [(100.0, 0.05, "buy", "accepted", 2, 1), (100.5, 0.05, "buy", "sold_out", 1, 0)]
 
-    figures = locust_summary.sale_figures(samples_of(rows), lambda start, stop: {})
+    figures = sale_figures(samples_of(rows), lambda start, stop: {})
 
     assert figures["sold_out"] is True
     assert "flood" not in figures
@@ -204,9 +201,9 @@ def test_the_comparison_puts_each_figure_beside_the_benchmarks():
         "cpu_cores_in_sale_window": {"api": 1.0, "other": 0.5},
     }
 
-    rows = {row["figure"]: row for row in locust_summary.bench_comparison(figures)}
+    rows = {row["figure"]: row for row in run.bench_comparison(figures)}
 
-    bench = json.loads(locust_summary.BENCH_RESULTS.read_text())["summary"]["sale"]
+    bench = json.loads(run.BENCH_RESULTS.read_text())["summary"]["sale"]
     purchases = rows["purchases/s in the sale window"]
     assert purchases["benchmark"] == bench["purchase_rps_in_sale_window"]
     assert purchases["ratio"] == round(75.5 / bench["purchase_rps_in_sale_window"], 2)

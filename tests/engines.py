@@ -1,7 +1,8 @@
-"""A throwaway Redis Cluster: three primaries, no replicas, on free ports in a temp dir.
+"""Engines of a run's own: a throwaway Redis Cluster and a RabbitMQ virtual host.
 
-Used by the tests (tests/conftest.py `redis_cluster`) and the benchmark's scale-out
-section. Nothing is persisted (`--save ""`, no AOF), so a node restarted after a kill
+Used by the tests (tests/conftest.py `redis_cluster`, `rabbitmq_url`) and the benchmark's
+scale-out section. The cluster has three primaries, no replicas, on free ports in a temp
+dir. Nothing is persisted (`--save ""`, no AOF), so a node restarted after a kill
 comes back empty, as one without persistence does. `cluster-require-full-coverage no`
 keeps the other nodes serving their slots while one is down: the product's answer for
 the lost slots is a 503, not a cluster-wide stop.
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -137,3 +139,22 @@ class RedisClusterNodes:
                 process.kill()
                 process.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def rabbitmq_vhost(name: str):
+    """Yield a broker URL on vhost `name` (127.0.0.1:5672, guest/guest), created now and
+    deleted with its queues after. Without rabbitmqctl here (RabbitMQ elsewhere): the
+    default vhost."""
+    ctl = shutil.which("rabbitmqctl")
+    made = (
+        bool(ctl) and subprocess.run([ctl, "add_vhost", name], capture_output=True).returncode == 0
+    )
+    if made:
+        subprocess.run([ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True)  # fmt: skip
+    try:
+        yield "amqp://guest:guest@127.0.0.1:5672/" + (name if made else "")
+    finally:
+        if made:
+            subprocess.run([ctl, "delete_vhost", name], capture_output=True)
