@@ -21,6 +21,7 @@ import pytest
 import requests
 from django.urls import Resolver404, resolve
 
+from api.exceptions import error_body
 from tests.live import LiveStack
 
 from .door import SOURCE, Door, metric, needs_haproxy, start_door
@@ -103,7 +104,7 @@ def test_a_saturated_api_answers_busy_within_the_queue_time_and_drops_no_one(sta
         assert answer.headers["retry-after"] == "2"
         assert answer.headers["content-type"] == "application/json"
         assert answer.body["code"] == "busy" and answer.body["retry_after"] == 2
-        assert answer.body["message"]
+        assert error_body("busy", "message").keys() <= answer.body.keys()  # the API's shape
         # Refused when its second in the queue is up, not when the client gives up.
         assert 0.9 < answer.seconds < 2.0, answer.seconds
     # A served login waited at most the queue time, then ran (with its neighbour).
@@ -153,6 +154,24 @@ def test_the_api_sees_each_buyer_address_behind_the_door_and_no_one_can_choose_i
     assert statuses(door.base_url, "127.0.0.7", claims) == [401, 401, 429]
     # ...or by going around it: only the door's address is believed.
     assert statuses(live.base_url, "127.0.0.8", claims) == [401, 401, 429]
+
+
+def test_answers_that_do_not_declare_themselves_public_are_never_cached(start):
+    live, door = start()
+
+    def reached() -> float:
+        stats = requests.get(door.metrics_url, timeout=5).text
+        return metric(
+            stats, "haproxy_server_http_responses_total", proxy="api", server="api", code="2xx"
+        )
+
+    before = reached()
+    with requests.Session() as session:
+        answers = [session.get(door.base_url + "/health/", timeout=5) for _ in range(5)]
+
+    assert {a.status_code for a in answers} == {200}
+    assert "public" not in answers[0].headers.get("Cache-Control", "")
+    assert reached() == before + 5
 
 
 def waiting_room_exists() -> bool:
