@@ -11,12 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import requests
 from django.urls import Resolver404, resolve
@@ -199,3 +201,31 @@ def test_the_crowd_polling_the_waiting_room_reaches_django_once_per_max_age(star
     stats = requests.get(door.metrics_url, timeout=5).text
     reached = metric(stats, "haproxy_backend_http_responses_total", proxy="api", code="2xx")
     assert reached <= 2  # one per max-age (1 s) while the 20 polls ran
+
+
+def test_idle_keep_alive_connections_stay_at_the_door(start):
+    live, door = start(HAPROXY_API_MAXCONN="8")
+    url = urlsplit(door.base_url)
+    request = f"GET /health/ HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+    clients = []
+    try:
+        for _ in range(1000):  # each asks once, then stays open and idle
+            client = socket.create_connection((url.hostname, url.port), timeout=10)
+            clients.append(client)
+            client.sendall(request)
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+
+        api = psutil.Process(live.processes["api"].pid)
+        held = [
+            c
+            for process in [api, *api.children(recursive=True)]
+            for c in process.net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == live.port
+        ]
+        assert len(held) <= 8  # the door's connections, at most one per request let in
+        started = time.monotonic()
+        assert requests.get(door.base_url + "/health/", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for client in clients:
+            client.close()
