@@ -100,3 +100,34 @@ def test_the_exporter_serves_every_metric_the_dashboard_and_the_alerts_read(tmp_
     for title, names in panels.items():
         assert names and names <= served, (title, names - served)
     assert read <= served, read - served
+
+
+def make_run(**variables: str) -> str:
+    """The commands `make run` would run (a dry run: nothing is started)."""
+    args = [f"{name}={value}" for name, value in variables.items()]
+    done = subprocess.run(
+        ["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_puts_the_api_behind_the_door_where_the_config_expects_it():
+    commands = make_run(HAPROXY=HAPROXY)
+    config = CONFIG.read_text()
+
+    assert "honcho start -f Procfile\n" in commands  # every line, proxy: included
+    api = re.search(r"\bAPI_BIND=(\S+)", commands).group(1)
+    assert f"HAPROXY_API_ADDRESS={api}" in commands
+    assert f'"${{HAPROXY_API_ADDRESS-{api}}}"' in config
+    trusted = re.search(r"DJANGO_TRUSTED_PROXY_ADDRESSES=(\S+)", commands).group(1)
+    assert f'source "${{HAPROXY_API_SOURCE-{trusted}}}"' in config
+    assert '"${HAPROXY_BIND-127.0.0.1:8000}"' in config  # the README's address
+
+
+def test_without_haproxy_make_run_says_how_to_get_it_and_serves_the_api_itself():
+    commands = make_run(HAPROXY="")
+
+    assert "scripts/system-packages" in commands
+    assert "honcho start -f Procfile api worker beat" in commands
+    assert "API_BIND" not in commands  # core.serve's own default, 127.0.0.1:8000
