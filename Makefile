@@ -1,6 +1,6 @@
 # On a fresh Debian machine with Python 3.11 (PostgreSQL and Redis installed, or reachable):
 #   make run    set up (venv, install, database, migrate), start PostgreSQL/Redis if they
-#               are installed but stopped, then API, worker and beat
+#               are installed but stopped, then the front door (HAProxy), API, worker and beat
 #   make demo   an Admin, a buyer and an event on sale, and curl lines to paste
 #   make test   the whole test suite;  make lint  ruff (lint + format check)
 PYTHON ?= python3
@@ -34,10 +34,23 @@ migrate: services setup
 # Every API and worker process writes its metrics here; /metrics adds them up.
 METRICS_DIR ?= /tmp/ticketing-metrics
 
+# The front door (HAProxy, deploy/haproxy/haproxy.cfg) answers on :8000 and the API runs
+# behind it on API_BEHIND_DOOR, trusting X-Forwarded-For from the door's address only.
+# Without HAProxy, the API answers on :8000 itself (scripts/system-packages installs it).
+HAPROXY ?= $(shell command -v haproxy || ls /usr/sbin/haproxy 2>/dev/null)
+API_BEHIND_DOOR ?= 127.0.0.1:8001
+
 run: migrate
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+ifneq ($(HAPROXY),)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} HAPROXY=$(HAPROXY) \
+		API_BIND=$(API_BEHIND_DOOR) HAPROXY_API_ADDRESS=$(API_BEHIND_DOOR) \
+		DJANGO_TRUSTED_PROXY_ADDRESSES=127.0.0.2 $(BIN)/honcho start -f Procfile
+else
+	@echo "make run: HAProxy (the front door) is not installed, so the API answers :8000 itself; scripts/system-packages installs it"
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} \
-		$(BIN)/honcho start -f Procfile
+		$(BIN)/honcho start -f Procfile api worker beat
+endif
 
 demo: migrate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py demo

@@ -38,6 +38,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every layer below sees the buyer's address (core/middleware.py).
+    "core.middleware.ForwardedForMiddleware",
     "api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -137,6 +139,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 TRUSTED_PROXIES = env.int("DJANGO_TRUSTED_PROXIES", default=0)
 if TRUSTED_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The front door's address(es) as the API sees them (deploy/haproxy/haproxy.cfg connects
+# from 127.0.0.2): from these peers only, X-Forwarded-For replaces REMOTE_ADDR, which
+# rate limits and logs read (core/middleware.py). Addresses or networks; empty: never.
+TRUSTED_PROXY_ADDRESSES = env.list("DJANGO_TRUSTED_PROXY_ADDRESSES", default=[])
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 # Health probes (load balancer, container healthcheck) call the process directly over
 # plain HTTP; redirecting them to https would mark a healthy API as down.

@@ -7,8 +7,10 @@ Runs on the runtime virtualenv's own Python, so it can use nothing that
 requirements.txt does not install (the standard library, and PyYAML to read
 docker-compose.yml). It migrates a database of its own, starts the Procfile's `api:`,
 `worker:` and `beat:` lines and Flower as docker-compose starts it, all with
-DJANGO_DEBUG=0, then walks one buyer's whole path over HTTP: register, log in, an Admin
-creates an event, purchase → 202 → poll until `confirmed`, `/ops/queues/`, `/metrics`.
+DJANGO_DEBUG=0, and the `proxy:` line (the front door) when HAProxy is installed, then
+walks one buyer's whole path over HTTP, through the front door if it runs: register, log
+in, an Admin creates an event, purchase → 202 → poll until `confirmed`, `/ops/queues/`,
+`/metrics`.
 It exits 0 only if every step answered as a client expects; otherwise it names the
 failing step and prints the processes' logs.
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +60,11 @@ def procfile_lines() -> dict[str, str]:
             name, _, command = line.partition(":")
             lines[name.strip()] = command.strip()
     return lines
+
+
+def haproxy_path() -> str | None:
+    """HAProxy's executable, also where Debian puts it outside a user's PATH."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
 def compose_flower_command() -> list[str]:
@@ -273,7 +281,23 @@ def main(argv: list[str] | None = None) -> int:
         redis_flush_own_db(env)
         run_command("migrate", [str(venv / "bin/python"), "manage.py", "migrate", "--noinput"], env)
         lines = procfile_lines()
-        processes.start("api", lines["api"], {"API_BIND": f"127.0.0.1:{api_port}"})
+        haproxy = haproxy_path()
+        # Behind the front door the API believes X-Forwarded-For from its address only.
+        door = {"DJANGO_TRUSTED_PROXY_ADDRESSES": "127.0.0.2"} if haproxy else {}
+        processes.start("api", lines["api"], {"API_BIND": f"127.0.0.1:{api_port}", **door})
+        base_url = f"http://127.0.0.1:{api_port}"
+        if haproxy:
+            door_port, door_metrics_port = free_port(), free_port()
+            door_env = {
+                "HAPROXY": haproxy,
+                "HAPROXY_BIND": f"127.0.0.1:{door_port}",
+                "HAPROXY_API_ADDRESS": f"127.0.0.1:{api_port}",
+                "HAPROXY_METRICS_BIND": f"127.0.0.1:{door_metrics_port}",
+            }
+            processes.start("proxy", lines["proxy"], door_env)
+            base_url = f"http://127.0.0.1:{door_port}"
+        else:
+            print("  --  no HAProxy: the buyer's path goes to the API directly")
         processes.start("worker", lines["worker"])
         processes.start("beat", lines["beat"].replace("/tmp/", f"{logs}/"))
         flower = [str(venv / "bin" / compose_flower_command()[0]), *compose_flower_command()[1:]]
@@ -281,10 +305,21 @@ def main(argv: list[str] | None = None) -> int:
             arg if not arg.startswith("--port=") else f"--port={flower_port}" for arg in flower
         ]
         processes.start("flower", flower + ["--address=127.0.0.1"])
-        client = Client(f"http://127.0.0.1:{api_port}")
+        client = Client(base_url)
         wait_until("API answers /health/", 60, lambda: client.call("GET", "/health/")[0] == 200,
                    processes)  # fmt: skip
         buyer_path(client, processes)
+        if haproxy:
+            door_metrics = Client(f"http://127.0.0.1:{door_metrics_port}")
+            status, _, text = door_metrics.call("GET", "/metrics", raw=True)
+            if (
+                status != 200
+                or 'haproxy_backend_http_responses_total{proxy="api",code="2xx"}' not in text
+            ):
+                raise SmokeError(
+                    f"the front door's /metrics answered {status} without its counters"
+                )
+            print(f"  ok  the buyer's path went through the front door (HAProxy) on :{door_port}")
         # Beat logs its sends at DEBUG (workers/celery.py): a refresh counted in /metrics
         # proves beat sent it and a worker ran it.
         wait_until("beat's periodic refresh ran", 30,

@@ -5,6 +5,7 @@ resolves its anchors and `<<` merges as Compose does); where the docker CLI has 
 `docker compose config` validates it too.
 """
 
+import ipaddress
 import json
 import re
 import shutil
@@ -81,9 +82,35 @@ def test_host_ports_are_unique_and_tools_without_authentication_stay_on_loopback
             assert 0 < host_port < 65536 and 0 < container_port < 65536
             assert host_port not in seen, (name, seen.get(host_port))
             seen[host_port] = name
-            if name != "api":  # Flower, Prometheus, Grafana
+            if name != "proxy":  # Flower, Prometheus, Grafana
                 assert address == "127.0.0.1", name
-    assert seen == {8000: "api", 5555: "flower", 9090: "prometheus", 3000: "grafana"}
+    assert seen == {8000: "proxy", 5555: "flower", 9090: "prometheus", 3000: "grafana"}
+
+
+def test_the_front_door_is_the_only_way_into_the_api():
+    proxy, api = SERVICES["proxy"], SERVICES["api"]
+    assert "ports" not in api  # only the door reaches it
+    (config_path,) = [arg for arg in proxy["command"] if arg.endswith(".cfg")]
+    mounted = {target: source for source, target in mounts(proxy)}
+    assert (ROOT / mounted[config_path]).resolve() == ROOT / "deploy/haproxy/haproxy.cfg"
+    assert proxy["volumes"][0].endswith(":ro")
+    env = proxy["environment"]
+    host, port = env["HAPROXY_API_ADDRESS"].split(":")
+    assert host == "api" and int(port) in container_ports("api")
+    assert api["environment"]["API_BIND"].endswith(f":{port}")
+    assert int(env["HAPROXY_METRICS_BIND"].rsplit(":", 1)[1]) in container_ports("proxy")
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_the_api_believes_forwarded_addresses_from_the_front_door_alone():
+    (subnet,) = COMPOSE["networks"]["default"]["ipam"]["config"]
+    door = SERVICES["proxy"]["networks"]["default"]["ipv4_address"]
+    trusted = SERVICES["api"]["environment"]["DJANGO_TRUSTED_PROXY_ADDRESSES"]
+
+    assert trusted == door
+    assert ipaddress.ip_address(door) in ipaddress.ip_network(subnet["subnet"])
+    # The door connects from its own address (not the loopback default of the file).
+    assert SERVICES["proxy"]["environment"]["HAPROXY_API_SOURCE"] == "0.0.0.0"
 
 
 def test_monitoring_and_rabbitmq_are_optional_profiles_and_the_product_has_none():
@@ -118,7 +145,7 @@ def test_prometheus_scrapes_the_api_and_the_worker_where_they_listen():
     config = yaml.safe_load(config_path.read_text())
 
     jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in config["scrape_configs"]}
-    assert jobs.keys() == {"api", "worker"}
+    assert jobs.keys() == {"api", "worker", "proxy"}
     for job in jobs.values():
         (target,) = job["names"]
         assert job["port"] in container_ports(target), target
@@ -161,17 +188,26 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         assert subject in titles, subject
 
 
-@pytest.mark.django_db
-def test_every_dashboard_query_reads_a_metric_the_api_serves(client):
-    served = set(re.findall(r"^# TYPE (\w+) ", client.get("/metrics").content.decode(), re.M))
-    suffixes = ("_bucket", "_count", "_sum", "_total")
-    for title, exprs in dashboard_exprs().items():
-        names = {
+def dashboard_metrics(title_filter=lambda title: True) -> dict[str, set[str]]:
+    """Metric names each panel's queries read (labels and keywords left out)."""
+    return {
+        title: {
             name
             for expr in exprs
             for name in re.findall(r"\b([a-z_]+)(?=[{\[]|\)|$)", expr)
             if name not in {"le", "route", "queue", "code", "event"}
         }
+        for title, exprs in dashboard_exprs().items()
+        if title_filter(title)
+    }
+
+
+@pytest.mark.django_db
+def test_every_dashboard_query_reads_a_metric_the_api_serves(client):
+    served = set(re.findall(r"^# TYPE (\w+) ", client.get("/metrics").content.decode(), re.M))
+    suffixes = ("_bucket", "_count", "_sum", "_total")
+    # The front door's panels read HAProxy's exporter: tests/frontdoor/test_config.py.
+    for title, names in dashboard_metrics(lambda t: not t.startswith("Front door")).items():
         assert names, title
         for name in names:
             families = {name} | {name.removesuffix(suffix) for suffix in suffixes}
