@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests.processes import ProcessGroup, free_port
+from tests.live import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
@@ -40,7 +40,7 @@ def door_environment(*, api_address: str, port: int, metrics_port: int, **extra:
     }
 
 
-def start_door(group: ProcessGroup, *, api_address: str, name: str = "door", **extra) -> Door:
+def start_door(group: Stack, *, api_address: str, name: str = "door", **extra) -> Door:
     """Start HAProxy in front of `api_address`; return once its exporter answers."""
     port, metrics_port = free_port(), free_port()
     env = door_environment(api_address=api_address, port=port, metrics_port=metrics_port, **extra)

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from loadtests.processes import ProcessGroup
+from tests.live import Stack
 
 from .door import needs_haproxy, start_door
 
@@ -77,7 +77,7 @@ def backend():
 
 @pytest.fixture(scope="module")
 def door(backend, tmp_path_factory):
-    group = ProcessGroup({"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path_factory.mktemp("door"))
+    group = Stack({"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path_factory.mktemp("door"))
     host, port = backend.server_address[:2]
     try:
         yield start_door(group, api_address=f"{host}:{port}", HAPROXY_API_SOURCE="0.0.0.0")

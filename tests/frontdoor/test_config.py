@@ -9,8 +9,8 @@ import subprocess
 import requests
 import yaml
 
-from loadtests.processes import ProcessGroup, free_port
 from tests.deploy.test_compose import SERVICES, dashboard_metrics
+from tests.live import Stack, free_port
 
 from .door import CONFIG, HAPROXY, ROOT, needs_haproxy, start_door
 
@@ -79,7 +79,7 @@ def test_the_procfile_runs_this_config_in_the_foreground():
 
 
 def test_the_exporter_serves_every_metric_the_dashboard_and_the_alerts_read(tmp_path):
-    group = ProcessGroup({"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path)
+    group = Stack({"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp_path)
     try:
         door = start_door(group, api_address=f"127.0.0.1:{free_port()}")
         served = set(
