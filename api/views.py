@@ -19,14 +19,14 @@ from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
 from core.cards import order_json
 from core.exceptions import ApplicationError
-from core.line import retry_after, with_place
+from core.gate.line import retry_after, with_place
 from core.metrics import PURCHASES
 from core.ops import queue_summary
+from core.redis_client import get_redis
+from core.services.cancellations import order_cancel
 from core.services.events import event_create, event_delete, event_update
-from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
-from core.stock import get_redis
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
@@ -275,7 +275,7 @@ class OrderDetailApi(LeanApiView):
         "estimated wait)",
     )
     def get(self, request, order_id: int):
-        status_, body, wait = selectors.order_card_get(
+        status_, body, wait = selectors.access_order_card(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )
         headers = {"Retry-After": str(retry_after(wait))} if status_ == "pending" else None

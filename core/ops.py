@@ -22,11 +22,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from core.line import line_parse_log, served_rate
+from core.gate.keys import gate_keys, line_keys  # the gate's key format lives with the gate
+from core.gate.line import served_rate
+from core.gate.reserve import line_parse_log
 from core.models import Order
+from core.redis_client import get_redis
 from core.selectors import events_on_sale
-from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
-from core.stock import get_redis, line_keys
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
 # that they match, since core/ does not import the worker package).

@@ -35,8 +35,8 @@ def invariants_check(
     """Check a finished sale; raise InvariantError listing every broken invariant."""
     from django.db.models import Count, Sum
 
+    from core.gate.store import gate_remaining
     from core.models import Event, Order, Ticket
-    from core.stock import stock_remaining
 
     event = Event.objects.get(pk=event_id)
     orders = {
@@ -57,7 +57,7 @@ def invariants_check(
         "rejected_orders": (orders.get("rejected") or {}).get("n") or 0,
         "pending_orders": (orders.get("pending") or {}).get("n") or 0,
         "ticket_quantity": tickets["qty"] or 0,
-        "gate_remaining": stock_remaining(event_id=event_id) if gate else None,
+        "gate_remaining": gate_remaining(event_id=event_id) if gate else None,
     }
     problems = []
     if figures["tickets_sold"] > figures["total"]:

@@ -5,7 +5,7 @@ import time
 from django.db.models import Sum
 
 from core.models import Event, Order, Ticket
-from core.stock import get_redis
+from core.redis_client import get_redis
 
 
 def wait_until_no_pending(event_id: int, timeout: float = 90.0) -> float:

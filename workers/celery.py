@@ -104,7 +104,6 @@ app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
     task_routes={
         "workers.tasks.event_orders_commit": {"queue": PURCHASES_QUEUE},
-        "workers.tasks.order_commit": {"queue": PURCHASES_QUEUE},
     },
     task_serializer="json",
     accept_content=["json"],

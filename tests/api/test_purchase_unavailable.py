@@ -3,8 +3,10 @@
 import pytest
 import requests
 
-from core import stock
+from core.gate.keys import drain_flag_key
+from core.gate.store import gate_held, gate_remaining
 from core.models import Order
+from core.redis_client import get_redis
 from core.services.gate import gate_ensure
 from tests.conftest import token_for
 from tests.live import LiveStack, free_port
@@ -38,10 +40,10 @@ def test_broker_down_rejects_the_order_and_releases_the_stock(
     assert response.status_code == 503
     assert response.json()["code"] == "queue_unavailable"
     assert response["Retry-After"]
-    assert stock.stock_remaining(event_id=event.pk) == 100
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 100
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 0
     assert list(Order.objects.values_list("status", flat=True)) == ["rejected"]
-    assert not stock.get_redis().exists(stock.drain_flag_key(event.pk))
+    assert not get_redis().exists(drain_flag_key(event.pk))
 
 
 @pytest.mark.live
@@ -64,8 +66,8 @@ def test_database_down_answers_503_and_releases_the_reservation(buyer, event, tm
         live.stop_all()
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
-    assert stock.stock_remaining(event_id=event.pk) == 100
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 100
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 0
     assert not Order.objects.exists()
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] != "ok"
