@@ -46,6 +46,27 @@ def test_broker_down_rejects_the_order_and_releases_the_stock(
     assert not get_redis().exists(drain_flag_key(event.pk))
 
 
+@pytest.mark.django_db
+def test_any_failure_after_the_order_insert_still_answers_202_with_the_order_pending(
+    buyer_client, buyer, event, monkeypatch, caplog
+):
+    from core.services import purchases
+
+    def publish_fails(**options):
+        raise RuntimeError("a bug in the publish step")
+
+    monkeypatch.setattr(purchases, "drain_publish", publish_fails)
+    gate_ensure(event_id=event.pk)
+    response = buyer_client.post(f"/events/{event.pk}/purchase/", {"quantity": 2}, format="json")
+
+    assert response.status_code == 202
+    order = Order.objects.get()
+    assert (response.json()["id"], order.status) == (order.pk, "pending")
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 2  # the requeue job commits it
+    logged = [r for r in caplog.records if r.getMessage().startswith("order accepted, its")]
+    assert logged and logged[0].exc_info and logged[0].order_id == order.pk
+
+
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_database_down_answers_503_and_releases_the_reservation(buyer, event, tmp_path):
