@@ -189,7 +189,7 @@ class GateReply:
 
 def gate_reserve(ask: PurchaseAsk) -> GateReply:
     """Reserve `ask.quantity` for the buyer if their request rate on the event, the sale
-    window, the stock and the per-user limit allow (one Redis round trip).
+    window, the tickets left and the per-user limit allow (one Redis round trip).
 
     An accept gets its place in the event's line in the same call.
     """

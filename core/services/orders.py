@@ -4,9 +4,9 @@ A commit batch reads top to bottom: `orders_commit` (a transaction of its own) �
 `_commit_locked` (locks, takes pending orders) → `commit_decide` (the rules, pure) →
 `_commit_write` (the SQL) → `_commit_result` (what it made final, and the cards).
 
-The gate (core/gate/reserve.lua) decides stock and the per-user limit first; the commit
-decides them again in PostgreSQL's figures, since the gate can have been lost and
-rebuilt (tests/core/test_rules_table.py holds both to one table of cases). The sale
+The gate (core/gate/reserve.lua) decides tickets left and the per-user limit first; the
+commit decides them again in PostgreSQL's figures, since the gate can have been lost
+and rebuilt (tests/core/test_rules_table.py holds both to one table of cases). The sale
 window is checked only at the gate, on purpose: an order accepted inside the window is
 honoured, however late its commit runs.
 """
@@ -141,7 +141,7 @@ class CommitResult:
 def orders_commit(*, event_id: int, limit: int | None = None) -> CommitResult:
     """Commit up to `limit` pending orders of one event in one transaction of its own.
 
-    PostgreSQL decides: orders are confirmed in id order while its stock lasts, the rest
+    PostgreSQL decides: orders are confirmed in id order while its tickets last, the rest
     rejected and their reservations given back to the gate. Orders already final are
     skipped, so a duplicated or redelivered task changes nothing. The batch is counted
     in the event's line (core/gate/line.py): one Redis round trip before the
