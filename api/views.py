@@ -196,6 +196,10 @@ class TopEventsApi(APIView):
 # --- Purchases and orders ------------------------------------------------------------
 
 
+# A purchase's path, file by file (no docstring here: it would become the API schema's
+# description): core/services/purchases.py (reserve in core/gate/reserve.py, record,
+# schedule, answer); later the drain task, workers/tasks.py `event_orders_commit` →
+# core/services/drain.py → the commit in core/services/orders.py.
 class PurchaseCreateApi(LeanApiView):
     permission_classes = [IsBuyer]
     lean_methods = frozenset({"post"})
@@ -266,6 +270,8 @@ class OrderListApi(APIView):
         return _paginated(request, self, orders, s.OrderOutputSerializer)
 
 
+# A poll's path: core/selectors.py `access_order_card` → the order's card (core/cards.py)
+# → while pending, its place in line (core/gate/line.py).
 class OrderDetailApi(LeanApiView):
     lean_methods = frozenset({"get"})
 
