@@ -17,7 +17,7 @@ import redis
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from core.stock import get_redis
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from api.throttles import LoginRateThrottle, RegisterRateThrottle, purchase_rate
 from core import selectors
 from core.cards import order_json
 from core.exceptions import ApplicationError
-from core.line import retry_after, with_place
+from core.gate.line import retry_after, with_place
 from core.metrics import PURCHASES
 from core.ops import queue_summary
+from core.redis_client import get_redis
+from core.services.cancellations import order_cancel
 from core.services.events import event_create, event_delete, event_update
-from core.services.orders import order_cancel
 from core.services.purchases import purchase_request
 from core.services.users import user_register
-from core.stock import get_redis
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
@@ -196,6 +196,10 @@ class TopEventsApi(APIView):
 # --- Purchases and orders ------------------------------------------------------------
 
 
+# A purchase's path, file by file (no docstring here: it would become the API schema's
+# description): core/services/purchases.py (reserve in core/gate/reserve.py, record,
+# schedule, answer); later the drain task, workers/tasks.py `event_orders_commit` →
+# core/services/drain.py → the commit in core/services/orders.py.
 class PurchaseCreateApi(LeanApiView):
     permission_classes = [IsBuyer]
     lean_methods = frozenset({"post"})
@@ -266,6 +270,8 @@ class OrderListApi(APIView):
         return _paginated(request, self, orders, s.OrderOutputSerializer)
 
 
+# A poll's path: core/selectors.py `access_order_card` → the order's card (core/cards.py)
+# → while pending, its place in line (core/gate/line.py).
 class OrderDetailApi(LeanApiView):
     lean_methods = frozenset({"get"})
 
@@ -275,7 +281,7 @@ class OrderDetailApi(LeanApiView):
         "estimated wait)",
     )
     def get(self, request, order_id: int):
-        status_, body, wait = selectors.order_card_get(
+        status_, body, wait = selectors.access_order_card(
             order_id=order_id, user_id=request.user.id, is_admin=_is_admin(request)
         )
         headers = {"Retry-After": str(retry_after(wait))} if status_ == "pending" else None

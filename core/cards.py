@@ -26,7 +26,8 @@ import orjson
 import redis
 from django.conf import settings
 
-from core.stock import get_redis
+from core.gate.reserve import Place
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +64,16 @@ def _order_body(
     )
 
 
-def order_card(*, user_id: int, place: str = "", **fields) -> str:
+def order_card(*, user_id: int, place: Place | None = None, **fields) -> str:
     """`<owner id>|<status>|<place>|<JSON>`: who may read it, whether to poll again,
     where it stands in its event's line, the body.
 
-    `place` (pending orders only): `<event id>:<line name>:<number>` as the gate gave it
-    at accept (core/line.py), or `<event id>::0` when the number is not known.
-    `fields`: id, event_id, quantity, status, reason, created_at, updated_at, finalized_at.
+    `place` (pending orders only): as the gate gave it at accept, in `Place`'s text
+    (core/gate/reserve.py). `fields`: id, event_id, quantity, status, reason,
+    created_at, updated_at, finalized_at.
     """
-    return f"{user_id}|{fields['status']}|{place}|{_order_body(**fields).decode()}"
+    text = place.to_text() if place else ""
+    return f"{user_id}|{fields['status']}|{text}|{_order_body(**fields).decode()}"
 
 
 def _fields(order) -> dict:
@@ -87,10 +89,10 @@ def _fields(order) -> dict:
     }
 
 
-def order_card_of(order, *, place: str | None = None) -> str:
+def order_card_of(order, *, place: Place | None = None) -> str:
     """The card of an Order instance (a pending one without `place`: number unknown)."""
-    if place is None:
-        place = f"{order.event_id}::0" if order.status == "pending" else ""
+    if place is None and order.status == "pending":
+        place = Place(order.event_id)
     return order_card(user_id=order.user_id, place=place, **_fields(order))
 
 
@@ -99,17 +101,17 @@ def order_json(order) -> bytes:
     return _order_body(**_fields(order))
 
 
-def order_card_parse(card: str) -> tuple[int, str, bytes, str]:
+def order_card_parse(card: str) -> tuple[int, str, bytes, Place | None]:
     """(owner id, status, JSON body, place) of a card.
 
     A card written before cards had a place (`<owner>|<status>|<JSON>`, alive at most
-    ORDER_FINAL_CARD_SECONDS after an upgrade) reads with an empty place.
+    ORDER_FINAL_CARD_SECONDS after an upgrade) reads with no place; so does a final one.
     """
     owner, status, rest = card.split("|", 2)
     if rest.startswith("{"):
-        return int(owner), status, rest.encode(), ""
+        return int(owner), status, rest.encode(), None
     place, body = rest.split("|", 1)
-    return int(owner), status, body.encode(), place
+    return int(owner), status, body.encode(), Place.from_text(place)
 
 
 def order_card_read(*, order_id: int) -> str | None:

@@ -21,10 +21,12 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from core.line import line_parse_log, served_rate
+from core.gate.keys import gate_keys, line_keys  # the gate's key format lives with the gate
+from core.gate.line import served_rate
+from core.gate.reserve import line_parse_log
 from core.models import Order
+from core.redis_client import get_redis
 from core.selectors import events_on_sale, events_with_remaining
-from core.stock import get_redis, line_keys
 
 # The Celery queues (names as in workers/celery.py; tests/api/test_monitoring.py checks
 # that they match, since core/ does not import the worker package).
@@ -125,8 +127,8 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     )
     pipe = get_redis().pipeline(transaction=False)
     for event in events:
-        gate_key, served_key, _ = line_keys(event["pk"])  # key names live with the gate
-        pipe.hget(gate_key, "remaining")  # as stock_remaining reads it
+        gate_key, served_key, _ = line_keys(event["pk"])
+        pipe.hget(gate_key, "remaining")  # as gate_remaining reads it
         pipe.lrange(served_key, 0, 31)  # as line_read reads it
     replies = pipe.execute()
     now, rows = timezone.now(), []
@@ -204,7 +206,7 @@ def waiting_room_summary(*, limit: int = 50) -> list[dict]:
         keys = room_keys(event_id)
         pipe.hmget(keys[0], fields)
         pipe.zrevrange(keys[4], 0, 11)
-        pipe.hmget(line_keys(event_id)[0], "remaining", "starts")
+        pipe.hmget(gate_keys(event_id)[0], "remaining", "starts")
     try:
         replies = pipe.execute()
     except redis.RedisError:

@@ -4,14 +4,16 @@ import logging
 from datetime import datetime, timedelta
 
 import redis
+from django.conf import settings
 from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core import cards, line
+from core import cards
 from core.exceptions import NotFoundError
+from core.gate.line import order_standing, with_place
+from core.gate.store import GateSnapshot
 from core.models import Event, Order, TopEvent
-from core.stock import GateSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def event_get(*, event_id: int) -> Event:
         raise NotFoundError("No event with this id.") from None
 
 
-def order_get(*, order_id: int, user_id: int, is_admin: bool) -> Order:
+def access_order(*, order_id: int, user_id: int, is_admin: bool) -> Order:
     """Return the order if the caller may see it; another user's order is 'not found'."""
     orders = Order.objects.all() if is_admin else Order.objects.filter(user_id=user_id)
     try:
@@ -60,37 +62,37 @@ def event_card_get(*, event_id: int) -> bytes:
     return body
 
 
-def order_card_get(
+def access_order_card(
     *, order_id: int, user_id: int, is_admin: bool
 ) -> tuple[str, bytes, float | None]:
     """Return (status, JSON, estimated wait) of an order the caller may see, from its card
     when there is one.
 
     A pending order's JSON carries its `position` and `estimated_wait_seconds`
-    (core/line.py: one more Redis round trip, and a query when the line cannot tell);
-    a final one carries neither and its wait is None. Another user's order is
-    'not found', as in `order_get`.
+    (core/gate/line.py: one more Redis round trip, and a query when the line cannot
+    tell); a final one carries neither and its wait is None. Another user's order is
+    'not found', as in `access_order`.
     """
     card = _quietly(cards.order_card_read, order_id=order_id)
     order = None
     if card is None:
-        order = order_get(order_id=order_id, user_id=user_id, is_admin=is_admin)
+        order = access_order(order_id=order_id, user_id=user_id, is_admin=is_admin)
         card = cards.order_card_of(order)
     owner, status, body, place = cards.order_card_parse(card)
     if owner != user_id and not is_admin:
         raise NotFoundError("No order with this id.")
-    placed = line.order_place(order_id=order_id, place=place) if status == "pending" else None
+    standing = order_standing(order_id=order_id, place=place) if status == "pending" else None
     if order is not None:
-        # Rebuilt from PostgreSQL: the card gets the number the recount found, if any.
-        better = placed and placed.card
+        # Rebuilt from PostgreSQL: the card gets the place the recount found, if any.
+        better = standing and standing.place
         card = cards.order_card_of(order, place=better) if better else card
         _quietly(cards.order_card_fill, order_id=order_id, card=card)
-    if placed is None:
+    if standing is None:
         return status, body, None
     return (
         status,
-        line.with_place(body, position=placed.position, estimate=placed.estimate),
-        placed.estimate,
+        with_place(body, position=standing.position, estimate=standing.estimate),
+        standing.estimate,
     )
 
 
@@ -192,6 +194,17 @@ def event_gate_snapshot(*, event: Event) -> GateSnapshot:
 def orders_pending_stale(*, older_than_seconds: int) -> QuerySet[Order]:
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     return Order.objects.filter(status=Order.Status.PENDING, created_at__lt=cutoff)
+
+
+def orders_stale_events(*, older_than_seconds: int | None = None) -> list[int]:
+    """Return the events that have orders pending for longer than the threshold."""
+    seconds = older_than_seconds or settings.ORDER_PENDING_RETRY_SECONDS
+    return list(
+        orders_pending_stale(older_than_seconds=seconds)
+        .values_list("event_id", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def orders_pending_exist(*, event_id: int) -> bool:

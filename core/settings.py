@@ -89,7 +89,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The gate, cards, throttles, revocations, locks and worker announcements all go through
-# core.stock.get_redis. `redis+cluster://host:port` (any one node) selects Redis Cluster.
+# core.redis_client.get_redis. `redis+cluster://host:port` (any one node) selects Redis Cluster.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_CLUSTER = REDIS_URL.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
 # Django's RedisCache speaks to one Redis only. Nothing in the product reads Django's

@@ -54,8 +54,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from core.stock import _keys as gate_keys  # the gate's key format lives with the gate
-from core.stock import get_redis
+from core.gate.keys import gate_keys
+from core.redis_client import get_redis
 
 _LUA_DIR = Path(__file__).resolve().parent
 

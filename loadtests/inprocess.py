@@ -30,7 +30,7 @@ DATABASE, REDIS_DB = "inprocess_ticketing", 9
 
 # Where a frame's file lives -> the stage it is charged to (first match wins).
 STAGES = [
-    ("redis", ("redis/", "hiredis", "core/stock")),
+    ("redis", ("redis/", "hiredis", "core/gate/keys", "core/gate/reserve", "core/redis_client")),
     ("sql", ("django/db/", "psycopg")),
     ("authentication", ("rest_framework_simplejwt", "jwt/", "api/authentication",
                         "core/services/users")),
@@ -61,13 +61,13 @@ def _fixtures() -> dict:
     big = event_create(name="Big", date=date, total_tickets=1_000_000)
     sold_out = event_create(name="Sold out", date=date, total_tickets=1)
     Order.objects.create(user=buyer, event=sold_out, quantity=1)
-    from core.stock import get_redis
+    from core.redis_client import get_redis
 
     get_redis().hset(f"gate:{{ev:{sold_out.pk}}}", "remaining", 0)
     # The pending order is accepted as a buyer's would be (numbered in the event's line,
     # its card in Redis); a drain flag already set keeps it from being queued for commit.
+    from core.gate.keys import drain_flag_key
     from core.services.purchases import purchase_request
-    from core.stock import drain_flag_key
 
     get_redis().set(drain_flag_key(big.pk), 1, ex=3600)
     pending = purchase_request(user_id=buyer.pk, event_id=big.pk, quantity=1).order
@@ -145,7 +145,7 @@ def compare_cluster(app, fx: dict, names: list[str], requests: int) -> str:
     """Each endpoint on the single Redis, then on a Redis Cluster: CPU and wall µs."""
     from django.conf import settings
 
-    from core.stock import redis_clients_forget
+    from core.redis_client import redis_clients_forget
     from tests.engines import RedisClusterNodes
 
     rows = {}

@@ -286,16 +286,15 @@ def _line_open(event_id: int, user_id: int) -> None:
     """Open the event's line before its rows go in, as its first purchase would (a gate
     call, given back like a purchase whose insert failed), so that the polls count places
     from the line as they do for orders accepted through the API; without a line, every
-    poll of these rows would be recounted from PostgreSQL (core/line.py)."""
-    from core import stock
+    poll of these rows would be recounted from PostgreSQL (core/gate/line.py)."""
+    from core.gate.keys import new_operation_id
+    from core.gate.reserve import PurchaseAsk, gate_number_return, gate_release, gate_reserve
 
-    operation_id = stock.new_operation_id("bench")
-    answer = stock.stock_reserve(
-        event_id=event_id, user_id=user_id, quantity=1, operation_id=operation_id
-    )
+    operation_id = new_operation_id("bench")
+    answer = gate_reserve(PurchaseAsk(user_id, event_id, 1, operation_id=operation_id))
     assert answer.status == "ok", answer
-    stock.stock_release(event_id=event_id, operation_id=operation_id, holdings=[(user_id, 1)])
-    stock.stock_line("skip", event_id=event_id, name=answer.line[0])
+    gate_release(event_id=event_id, operation_id=operation_id, holdings=[(user_id, 1)])
+    gate_number_return(answer.place)
 
 
 def scenario_poll(ctx: Context, orders: dict, status: str, *, base_url: str | None = None) -> dict:
@@ -513,8 +512,9 @@ def scenario_scale_out(ctx: Context, engines, workers=(1, 2, 4), events: int = 4
 def _drain_timed(ctx: Context, publish, event_ids: list[int], label: str, k: int) -> dict:
     from django.db.models import Max
 
+    from core.gate.keys import inflight_key
     from core.models import Order
-    from core.stock import inflight_key, redis_slot_owner
+    from core.redis_client import redis_slot_owner
 
     cpu_before, published = ctx.meter.cpu_snapshot(), time.time()
     for event_id in event_ids:
@@ -545,7 +545,7 @@ def _scale_out_engines(database: str, broker: str, topology: str):
     from celery import Celery
     from django.conf import settings
 
-    from core.stock import redis_clients_forget
+    from core.redis_client import redis_clients_forget
     from tests.engines import RedisClusterNodes, rabbitmq_vhost
     from workers.celery import broker_options
 
@@ -581,7 +581,8 @@ def _scale_out_engines(database: str, broker: str, topology: str):
 
 def _wait_consuming(publish) -> None:
     """Publish a drain of a non-existent event and wait until a worker has run it."""
-    from core.stock import drain_flag_key, get_redis
+    from core.gate.keys import drain_flag_key
+    from core.redis_client import get_redis
 
     sentinel = 2_000_000_000
     get_redis().set(drain_flag_key(sentinel), 1, ex=60)

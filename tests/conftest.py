@@ -15,8 +15,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from api.serializers import role_claims
 from core.models import Event, User
+from core.redis_client import get_redis
 from core.services.users import REVOCATIONS_KEY
-from core.stock import get_redis
 from tests.engines import RedisClusterNodes, rabbitmq_vhost
 
 _names = itertools.count()

@@ -32,8 +32,10 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
     """What PostgreSQL and the Redis gate (unless `gate` is False) say about one event."""
     from django.db.models import Count, Sum
 
+    from core.gate.keys import gate_keys
     from core.models import Event, Order, Ticket
-    from core.stock import get_redis
+    from core.redis_client import get_redis
+    from core.selectors import event_remaining
 
     event = Event.objects.get(pk=event_id)
     orders = {
@@ -46,7 +48,7 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
     tickets = Ticket.objects.filter(event_id=event_id).aggregate(
         n=Count("id"), orders=Count("order_id", distinct=True), qty=Sum("quantity")
     )
-    remaining = (redis_client or get_redis()).hget(f"gate:{{ev:{event_id}}}", "remaining")
+    remaining = (redis_client or get_redis()).hget(gate_keys(event_id)[0], "remaining")
     confirmed = orders.get("confirmed") or {}
     return {
         "total": event.total_tickets,
@@ -58,6 +60,8 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
         "ticket_quantity": tickets["qty"] or 0,
         "one_ticket_per_order": tickets["n"] == tickets["orders"] == (confirmed.get("n") or 0),
         "gate_remaining": None if not gate or remaining is None else int(remaining),
+        # total - sold - pending, as the gate's rebuild and /ops/queues/ compute it
+        "database_remaining": event_remaining(event=event),
     }
 
 
@@ -90,8 +94,8 @@ def assert_invariants(
         problems.append("not exactly one ticket row per confirmed order")
     if figures["pending_orders"]:
         problems.append(f"{figures['pending_orders']} orders still pending")
-    if gate and figures["gate_remaining"] != figures["total"] - figures["tickets_sold"]:
-        problems.append("Redis gate remaining != total - sold")
+    if gate and figures["gate_remaining"] != figures["database_remaining"]:
+        problems.append("Redis gate remaining != PostgreSQL's remaining (total - sold - pending)")
     if accepted_ids is not None:
         in_db = set(Order.objects.filter(event_id=event_id).values_list("id", flat=True))
         seen = {int(i) for i in accepted_ids}

@@ -104,7 +104,6 @@ app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
     task_routes={
         "workers.tasks.event_orders_commit": {"queue": PURCHASES_QUEUE},
-        "workers.tasks.order_commit": {"queue": PURCHASES_QUEUE},
     },
     task_serializer="json",
     accept_content=["json"],
@@ -193,6 +192,7 @@ for _name in (
     "celery.worker.request",
     "celery.app.trace",
     "workers.tasks",
+    "workers.room_tasks",
 ):
     logging.getLogger(_name).addFilter(_chatter)
 

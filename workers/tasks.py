@@ -1,7 +1,6 @@
 """Celery tasks: take ids, call a service, decide about retries. No business rules here."""
 
 import logging
-import time
 from contextlib import contextmanager
 
 import redis
@@ -9,19 +8,15 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from core.metrics import ORDER_COMMIT_LATENCY, ORDERS_COMMITTED, TOP_EVENTS_REFRESH
-from core.selectors import orders_pending_exist
+from core.metrics import TOP_EVENTS_REFRESH
+from core.redis_client import get_redis
+from core.selectors import orders_stale_events
+from core.services.drain import drain_publish, drain_run
 from core.services.gate import gate_reconcile_all
-from core.services.orders import order_commit as order_commit_service
-from core.services.orders import orders_commit, orders_stale_events
 from core.services.top_events import top_events_refresh as top_events_refresh_service
-from core.stock import DRAIN_FLAG_SECONDS, drain_flag_key, get_redis
 
 logger = logging.getLogger(__name__)
 
-# A drain stops after this long and queues its own continuation, so that one busy event
-# never holds a worker past the broker's visibility timeout.
-DRAIN_BUDGET_SECONDS = 20
 RETRYABLE = (DatabaseError, redis.RedisError)
 
 
@@ -49,69 +44,16 @@ def single_flight(name: str, ttl: int):
     max_retries=None,
 )
 def event_orders_commit(self, event_id: int) -> int:
-    """Commit an event's pending orders; return how many were made final.
+    """Drain an event's pending orders (core/services/drain.py); return how many were made
+    final. A database or Redis failure retries the task with backoff.
 
     Runs ORDER_COMMIT_DELAY_SECONDS after it is queued, so that during a sale one batch
-    carries every order accepted meanwhile. The event's drain flag stays set while a
-    drain is queued or running, so purchases in between queue nothing. A full batch
-    means a backlog: the next follows at once. Otherwise the flag is let go and one more
-    look catches an order recorded just before that (its request saw the flag still set
-    and relied on this drain); such an order gets a new, delayed drain.
+    carries every order accepted meanwhile.
     """
-    redis_client = get_redis()
-    flag = drain_flag_key(event_id)
-    deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
-    batch_size = settings.ORDER_COMMIT_BATCH_SIZE
-    committed = 0
-    while True:
-        redis_client.expire(flag, DRAIN_FLAG_SECONDS)
-        result = orders_commit(event_id=event_id, limit=batch_size)
-        committed += result.processed
-        _record_commit(event_id, result)
-        if result.processed == batch_size and time.monotonic() < deadline:
-            continue
-        if result.processed < batch_size:
-            redis_client.delete(flag)
-            if not orders_pending_exist(event_id=event_id):
-                return committed
-            if not redis_client.set(flag, 1, nx=True, ex=DRAIN_FLAG_SECONDS):
-                return committed  # another drain has been queued meanwhile
-        event_orders_commit.apply_async(
-            args=[event_id], countdown=settings.ORDER_COMMIT_DELAY_SECONDS
-        )
-        return committed
-
-
-def _record_commit(event_id: int, result) -> None:
-    for seconds in result.latencies:
-        ORDER_COMMIT_LATENCY.observe(seconds)
-    ORDERS_COMMITTED.labels("confirmed").inc(len(result.confirmed))
-    ORDERS_COMMITTED.labels("rejected").inc(len(result.rejected))
-    if result.processed:
-        logger.info(
-            "orders committed",
-            extra={
-                "event_id": event_id,
-                "confirmed": len(result.confirmed),
-                "rejected": len(result.rejected),
-                "order_ids": result.confirmed + result.rejected,
-            },
-        )
-
-
-@shared_task(
-    name="workers.tasks.order_commit",
-    autoretry_for=RETRYABLE,
-    retry_backoff=0.5,
-    retry_backoff_max=10,
-    max_retries=None,
-)
-def order_commit(order_id: int) -> str | None:
-    """Commit one order if it is still pending (safe to run twice)."""
-    order = order_commit_service(order_id=order_id)
-    if order is not None:
-        logger.info("order committed", extra={"order_id": order_id, "status": order.status})
-    return order.status if order else None
+    result = drain_run(event_id=event_id)
+    if result.again:
+        drain_publish(event_id=event_id, countdown=settings.ORDER_COMMIT_DELAY_SECONDS)
+    return result.committed
 
 
 @shared_task(name="workers.tasks.gate_reconcile")
@@ -133,7 +75,7 @@ def orders_requeue_stale() -> list[int] | None:
             return None
         event_ids = orders_stale_events()
         for event_id in event_ids:
-            event_orders_commit.apply_async(args=[event_id])
+            drain_publish(event_id=event_id)
         if event_ids:
             logger.warning("stale orders requeued", extra={"event_ids": event_ids})
         return event_ids
@@ -150,4 +92,3 @@ def top_events_refresh() -> float | None:
 
 
 event_orders_commit_task = event_orders_commit
-order_commit_task = order_commit

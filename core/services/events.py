@@ -14,15 +14,10 @@ from core.exceptions import (
     NotFoundError,
     TotalBelowCommittedError,
 )
+from core.gate.keys import new_operation_id
+from core.gate.store import gate_forget, gate_load, gate_operation_begin, gate_operation_end
 from core.models import Event, Order
 from core.selectors import event_gate_snapshot, event_remaining, event_sale_window
-from core.stock import (
-    new_operation_id,
-    stock_forget,
-    stock_load,
-    stock_operation_begin,
-    stock_operation_end,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +37,7 @@ def event_create(**fields: Any) -> Event:
     """Create an event and open its gate (lazily rebuilt later if Redis is down)."""
     event = Event.objects.create(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
     try:
-        stock_load(event_id=event.pk, snapshot=event_gate_snapshot(event=event))
+        gate_load(event_id=event.pk, snapshot=event_gate_snapshot(event=event))
     except redis.RedisError:
         logger.warning("gate not built at creation", extra={"event_id": event.pk})
     return event
@@ -80,19 +75,19 @@ def _event_update_once(*, event_id: int, data: dict[str, Any]) -> Event:
     delta = data.get("total_tickets", current) - current
     operation_id = new_operation_id("event")
     try:
-        answer = stock_operation_begin(event_id=event_id, operation_id=operation_id, delta=delta)
+        answer = gate_operation_begin(event_id=event_id, operation_id=operation_id, delta=delta)
     except redis.RedisError:
         raise GateUnavailableError() from None
     if answer.status == "insufficient":
-        stock_operation_end(event_id=event_id, operation_id=operation_id)
-        raise TotalBelowCommittedError(extra={"tickets_available": answer.value})
+        gate_operation_end(event_id=event_id, operation_id=operation_id)
+        raise TotalBelowCommittedError(extra={"tickets_available": answer.remaining})
     taken = min(delta, 0) if answer.status == "ok" else 0
     try:
         event = _event_update_locked(event_id=event_id, data=data, expected_total=current)
     except BaseException:
-        stock_operation_end(event_id=event_id, operation_id=operation_id, delta=-taken)
+        gate_operation_end(event_id=event_id, operation_id=operation_id, delta=-taken)
         raise
-    stock_operation_end(
+    gate_operation_end(
         event_id=event_id,
         operation_id=operation_id,
         delta=max(delta, 0),
@@ -126,7 +121,7 @@ def _event_update_locked(*, event_id: int, data: dict[str, Any], expected_total:
 def event_delete(*, event_id: int) -> None:
     """Delete an event that has never sold a ticket and has no pending order."""
     with transaction.atomic():
-        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        event = Event.objects.select_for_update(no_key=False).filter(pk=event_id).first()
         if event is None:
             raise NotFoundError("No event with this id.")
         live = event.orders.filter(
@@ -139,7 +134,7 @@ def event_delete(*, event_id: int) -> None:
         event.orders.all().delete()
         event.delete()
     try:
-        stock_forget(event_id=event_id)
+        gate_forget(event_id=event_id)
         event_card_drop(event_id=event_id)
     except redis.RedisError:
         logger.warning("gate not dropped after delete", extra={"event_id": event_id})

@@ -2,9 +2,9 @@
 
 import logging
 
+from core.gate.store import gate_load, gate_observe
 from core.models import Event
 from core.selectors import event_gate_snapshot, events_on_sale
-from core.stock import stock_load, stock_observe
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def gate_ensure(*, event_id: int) -> bool:
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return False
-    stock_load(event_id=event_id, snapshot=event_gate_snapshot(event=event))
+    gate_load(event_id=event_id, snapshot=event_gate_snapshot(event=event))
     return True
 
 
@@ -29,7 +29,7 @@ def gate_reconcile_event(*, event_id: int) -> str:
     release or change touched the gate in between and none was in flight, so it can run
     during a sale without ever undoing a reservation.
     """
-    seq, live, remaining = stock_observe(event_id=event_id)
+    seq, live, remaining = gate_observe(event_id=event_id)
     if live:
         return "busy"
     event = Event.objects.filter(pk=event_id).first()
@@ -37,9 +37,9 @@ def gate_reconcile_event(*, event_id: int) -> str:
         return "ok"
     snapshot = event_gate_snapshot(event=event)
     if seq is None:
-        stock_load(event_id=event_id, snapshot=snapshot)
+        gate_load(event_id=event_id, snapshot=snapshot)
         return "built"
-    if not stock_load(event_id=event_id, snapshot=snapshot, expected_seq=seq):
+    if not gate_load(event_id=event_id, snapshot=snapshot, expected_seq=seq):
         return "busy"
     if remaining != snapshot.remaining:
         logger.warning(

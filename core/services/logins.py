@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import redis
 
 from core.exceptions import TooManyAttemptsError
-from core.stock import get_redis
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 

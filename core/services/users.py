@@ -18,7 +18,7 @@ from core.exceptions import (
     TokenRevokedError,
 )
 from core.models import User, UserTombstone
-from core.stock import get_redis
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,12 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 
 from core.exceptions import NotFoundError
-from core.line import line_parse_log
+from core.gate.keys import line_keys
+from core.gate.reserve import line_parse_log
 from core.models import Order, WaitingRoom, WaitingRoomEntry
+from core.redis_client import get_redis
 from core.selectors import events_on_sale
 from core.services.gate import gate_ensure
-from core.stock import get_redis, line_keys
 from core.waiting_room import RoomStatus, room_keys, room_load, room_read
 
 CHUNK = 1000  # members per ZADD/HSET of a rebuild

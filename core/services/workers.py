@@ -3,7 +3,7 @@
 import time
 
 from core.ops import WORKERS_KEY, worker_alive_window
-from core.stock import get_redis
+from core.redis_client import get_redis
 
 
 def worker_heartbeat(*, name: str) -> None:

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from api.exceptions import handler400, handler403, handler404, handler500
 from core.models import User
-from core.stock import get_redis
+from core.redis_client import get_redis
 from tests.conftest import token_for
 from tests.live import LiveStack, free_port
 

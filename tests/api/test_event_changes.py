@@ -6,10 +6,10 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.gate.store import gate_remaining
 from core.models import Event, Order
 from core.services import events as events_service
 from core.services.gate import gate_ensure
-from core.stock import stock_remaining
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +101,7 @@ def test_total_cannot_drop_below_sold_plus_pending(admin_client, buyer, event, w
     assert_error(response, 409, "total_below_committed")
     event.refresh_from_db()
     assert event.total_tickets == 100
-    assert stock_remaining(event_id=event.pk) == (50 if with_gate else None)
+    assert gate_remaining(event_id=event.pk) == (50 if with_gate else None)
 
 
 def test_a_decrease_refused_by_the_database_gives_the_gate_its_tickets_back(
@@ -115,7 +115,7 @@ def test_a_decrease_refused_by_the_database_gives_the_gate_its_tickets_back(
     body = assert_error(response, 409, "total_below_committed")
     assert body["minimum"] == 50  # sold + pending
     assert body["message"] == "total_tickets cannot drop below 50 (tickets sold or reserved)."
-    assert stock_remaining(event_id=event.pk) == 100
+    assert gate_remaining(event_id=event.pk) == 100
 
 
 def test_total_may_drop_to_exactly_sold_plus_pending(admin_client, buyer, event):
@@ -126,51 +126,51 @@ def test_total_may_drop_to_exactly_sold_plus_pending(admin_client, buyer, event)
 
     assert response.status_code == 200
     assert response.json()["tickets_available"] == 20
-    assert stock_remaining(event_id=event.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 0
 
 
 @pytest.mark.parametrize("total, remaining", [(150, 140), (60, 50)])
 def test_changing_the_total_moves_the_gate(admin_client, buyer, event, total, remaining):
     sell(event, sold=5, pending=5, user=buyer)
     gate_ensure(event_id=event.pk)
-    assert stock_remaining(event_id=event.pk) == 90
+    assert gate_remaining(event_id=event.pk) == 90
 
     response = admin_client.patch(f"/events/{event.pk}/", {"total_tickets": total}, format="json")
 
     assert response.status_code == 200
-    assert stock_remaining(event_id=event.pk) == remaining
+    assert gate_remaining(event_id=event.pk) == remaining
 
 
 def test_a_total_changed_by_another_admin_meanwhile_keeps_the_gate_in_step(
     admin_client, event, monkeypatch
 ):
     gate_ensure(event_id=event.pk)
-    real_begin = events_service.stock_operation_begin
+    real_begin = events_service.gate_operation_begin
 
     def begin_after_another_admin(**kwargs):
         # Another Admin's change commits between this request's read and its lock.
-        monkeypatch.setattr(events_service, "stock_operation_begin", real_begin)
+        monkeypatch.setattr(events_service, "gate_operation_begin", real_begin)
         events_service.event_update(event_id=event.pk, data={"total_tickets": 150})
         return real_begin(**kwargs)
 
-    monkeypatch.setattr(events_service, "stock_operation_begin", begin_after_another_admin)
+    monkeypatch.setattr(events_service, "gate_operation_begin", begin_after_another_admin)
 
     response = admin_client.patch(f"/events/{event.pk}/", {"total_tickets": 120}, format="json")
 
     assert response.status_code == 200
     event.refresh_from_db()
     assert event.total_tickets == 120
-    assert stock_remaining(event_id=event.pk) == 120
+    assert gate_remaining(event_id=event.pk) == 120
 
 
 def test_an_event_deleted_during_an_update_is_404(admin_client, event, monkeypatch):
-    real_begin = events_service.stock_operation_begin
+    real_begin = events_service.gate_operation_begin
 
     def begin_after_a_delete(**kwargs):
         events_service.event_delete(event_id=event.pk)
         return real_begin(**kwargs)
 
-    monkeypatch.setattr(events_service, "stock_operation_begin", begin_after_a_delete)
+    monkeypatch.setattr(events_service, "gate_operation_begin", begin_after_a_delete)
 
     response = admin_client.patch(f"/events/{event.pk}/", {"total_tickets": 120}, format="json")
 
@@ -187,7 +187,7 @@ def test_admin_deletes_an_event_without_sales(admin_client, event):
 
     assert response.status_code == 204
     assert not Event.objects.filter(pk=event.pk).exists()
-    assert stock_remaining(event_id=event.pk) is None
+    assert gate_remaining(event_id=event.pk) is None
     assert_error(admin_client.get(f"/events/{event.pk}/"), 404, "not_found")
 
 

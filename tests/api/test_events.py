@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.gate.store import gate_remaining
 from core.models import Event
-from core.stock import stock_remaining
 
 pytestmark = pytest.mark.django_db
 
@@ -146,7 +146,7 @@ def test_admin_creates_an_event_and_opens_its_gate(admin_client):
     body = response.json()
     assert body["tickets_sold"] == 0 and body["tickets_available"] == 100
     assert Event.objects.get(pk=body["id"]).name == "Launch party"
-    assert stock_remaining(event_id=body["id"]) == 100
+    assert gate_remaining(event_id=body["id"]) == 100
 
 
 def test_create_ignores_tickets_sold_and_id_in_the_body(admin_client, event):

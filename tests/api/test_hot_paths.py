@@ -18,7 +18,8 @@ from rest_framework.renderers import JSONRenderer
 from api.serializers import EventOutputSerializer, OrderOutputSerializer
 from core import cards
 from core.models import Order
-from core.services.orders import order_cancel, orders_commit
+from core.services.cancellations import order_cancel
+from core.services.orders import orders_commit
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from core import cards, line, stock
+from core import cards
+from core.gate.keys import line_keys
+from core.gate.line import line_read, line_record, retry_after, served_rate
+from core.gate.reserve import BATCH_STALE_SECONDS, DEFAULT_BATCH_SECONDS, Line, wait_estimate
 from core.models import Order
 from core.services.orders import orders_commit
 
@@ -107,7 +110,7 @@ def test_a_replayed_purchase_answers_its_place_too(buyer_client, buyers, event):
 def test_a_lost_line_is_recounted_from_postgresql(buyers, event, redis_db):
     ids = [buy(client, event).json()["id"] for client in buyers]
     orders_commit(event_id=event.pk, limit=2)
-    redis_db.delete(*stock.line_keys(event.pk))  # Redis lost the gate and its line
+    redis_db.delete(*line_keys(event.pk))  # Redis lost the gate and its line
     with CaptureQueriesContext(connection) as queries:
         body = poll(buyers[-1], ids[-1]).json()
     assert body["position"] == pending_ahead(ids[-1]) == 3
@@ -142,7 +145,7 @@ def test_a_line_opened_on_a_rebuilt_gate_is_not_trusted_while_older_orders_wait(
     buyers, event, redis_db
 ):
     older = [buy(client, event).json()["id"] for client in buyers[:3]]
-    redis_db.delete(*stock.line_keys(event.pk))  # Redis lost the gate: rebuilt on next buy
+    redis_db.delete(*line_keys(event.pk))  # Redis lost the gate: rebuilt on next buy
     newer = [buy(client, event) for client in buyers[3:]]
     # The gate does not know the older orders' places: null on the 202, recount on polls.
     assert [r.json()["position"] for r in newer] == [None, None, None]
@@ -166,11 +169,11 @@ def test_a_commit_batch_that_never_finished_stops_the_line_being_trusted(
 ):
     ids = [buy(client, event).json()["id"] for client in buyers]
     # A worker killed inside its batch: the batch began long ago and never finished.
-    stock.stock_line(
+    line_record(
         "begin",
         event_id=event.pk,
         name="commit:dead",
-        args=(f"{time.time() - 60:.3f}", line.BATCH_STALE_SECONDS),
+        args=(f"{time.time() - 60:.3f}", BATCH_STALE_SECONDS),
     )
     Order.objects.filter(pk__in=ids[:2]).update(status="confirmed")  # its commit landed
     with django_assert_num_queries(1):
@@ -181,32 +184,32 @@ def test_a_commit_batch_that_never_finished_stops_the_line_being_trusted(
 
 def test_an_insert_with_an_unknown_outcome_makes_the_line_doubtful(buyers, event, redis_db):
     ids = [buy(client, event).json()["id"] for client in buyers[:2]]
-    name = redis_db.hget(stock.line_keys(event.pk)[0], "line")
-    stock.stock_line("doubt", event_id=event.pk, name=name)
+    name = redis_db.hget(line_keys(event.pk)[0], "line")
+    line_record("doubt", event_id=event.pk, name=name)
     assert poll(buyers[1], ids[1]).json()["position"] == 1  # recounted
     assert buy(buyers[2], event).json()["position"] is None
 
 
 def test_the_estimate_follows_the_measured_commit_rate():
     now = time.time()
-    measured = line.Line("a", 0, "a", ((now - 1, 500, 0.25), (now - 2, 500, 0.25)), ())
+    measured = Line("a", 0, "a", ((now - 1, 500, 0.25), (now - 2, 500, 0.25)), ())
     # 2,000 orders/s of committing, batches of 0.25 s, plus the drain's delay.
-    estimate = line.wait_estimate(measured, position=1000, now=now)
+    estimate = wait_estimate(measured, position=1000, now=now)
     assert estimate == pytest.approx(0.1 + 0.25 + 0.5, abs=0.05)  # to a tenth of a second
-    floor = line.Line("a", 0, "a", ((now - 60, 500, 0.25),), ())  # too old to count
-    assert line.wait_estimate(floor, position=0, now=now) == pytest.approx(
-        0.1 + line.DEFAULT_BATCH_SECONDS, abs=0.05
+    floor = Line("a", 0, "a", ((now - 60, 500, 0.25),), ())  # too old to count
+    assert wait_estimate(floor, position=0, now=now) == pytest.approx(
+        0.1 + DEFAULT_BATCH_SECONDS, abs=0.05
     )
-    assert [line.retry_after(w) for w in (None, 0.2, 1.0, 1.1, 42.0)] == [1, 1, 1, 2, 10]
+    assert [retry_after(w) for w in (None, 0.2, 1.0, 1.1, 42.0)] == [1, 1, 1, 2, 10]
 
 
 def test_a_batch_logs_its_rate_for_the_estimate_and_the_operators(buyers, event):
     for client in buyers:
         buy(client, event)
     orders_commit(event_id=event.pk)
-    measured = line.line_read(event_id=event.pk)
+    measured = line_read(event_id=event.pk)
     assert [orders for _, orders, _ in measured.log] == [6]
-    assert line.served_rate(measured.log) == pytest.approx(0.6)
+    assert served_rate(measured.log) == pytest.approx(0.6)
 
 
 def test_the_schema_documents_the_fields_as_nullable_and_optional(anon):

@@ -8,7 +8,8 @@ import requests
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import ops, stock
+from core import ops
+from core.redis_client import get_redis
 from core.selectors import event_gate_snapshot
 from core.services.gate import gate_ensure
 from core.services.workers import worker_forget, worker_heartbeat
@@ -52,7 +53,7 @@ def test_ops_queues_reports_real_queued_messages_and_pending_orders(
 
 def test_ops_queues_flags_a_gate_that_disagrees_with_postgres(admin_client, event):
     gate_ensure(event_id=event.pk)
-    stock.get_redis().hset(f"gate:{{ev:{event.pk}}}", "remaining", 7)
+    get_redis().hset(f"gate:{{ev:{event.pk}}}", "remaining", 7)
     body = admin_client.get("/ops/queues/").json()
     assert body["disagreements"] == 1
     assert (

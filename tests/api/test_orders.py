@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core import stock
+from core.gate.store import gate_held, gate_remaining
 from core.models import Order, Ticket
 from core.services.gate import gate_ensure
 from tests.factories import confirmed_order, pending_order
@@ -81,7 +81,7 @@ def test_cancel_puts_tickets_back_on_sale(buyer_client, buyer, make_event):
     event = make_event(total_tickets=10)
     order = confirmed_order(user=buyer, event=event, quantity=3)
     gate_ensure(event_id=event.pk)
-    assert stock.stock_remaining(event_id=event.pk) == 7
+    assert gate_remaining(event_id=event.pk) == 7
 
     response = buyer_client.post(f"/orders/{order.pk}/cancel/")
 
@@ -90,8 +90,8 @@ def test_cancel_puts_tickets_back_on_sale(buyer_client, buyer, make_event):
     event.refresh_from_db()
     assert event.tickets_sold == 0
     assert not Ticket.objects.filter(order=order).exists()
-    assert stock.stock_remaining(event_id=event.pk) == 10
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 10
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 0
 
 
 def test_cancelling_twice_changes_nothing_more(buyer_client, buyer, make_event):
@@ -103,7 +103,7 @@ def test_cancelling_twice_changes_nothing_more(buyer_client, buyer, make_event):
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
     event.refresh_from_db()
     assert event.tickets_sold == 0
-    assert stock.stock_remaining(event_id=event.pk) == 10
+    assert gate_remaining(event_id=event.pk) == 10
 
 
 def test_cancel_then_rebuy_respects_the_per_user_limit(buyer_client, buyer, make_event):

@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core import stock
+from core.gate.reserve import PurchaseAsk, gate_reserve
+from core.gate.store import gate_held, gate_remaining
 from core.models import Order
 from core.services.gate import gate_ensure
 
@@ -33,8 +34,8 @@ def test_purchase_is_accepted_with_a_pending_order_to_poll(buyer_client, buyer, 
     assert int(response["Retry-After"]) >= 1
     order = Order.objects.get(pk=body["id"])
     assert (order.user_id, order.status) == (buyer.pk, "pending")
-    assert stock.stock_remaining(event_id=event.pk) == 98
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 2
+    assert gate_remaining(event_id=event.pk) == 98
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 2
 
 
 def test_purchase_queues_one_drain_for_many_orders(buyer_client, event, redis_db):
@@ -68,14 +69,14 @@ def test_refused_purchase_touches_neither_database_nor_queue(
 ):
     event = make_event(**setup)
     gate_ensure(event_id=event.pk)
-    before = stock.stock_remaining(event_id=event.pk)
+    before = gate_remaining(event_id=event.pk)
 
     with django_assert_num_queries(0):
         response = buy(buyer_client, event.pk, quantity)
 
     assert response.status_code == 409
     assert response.json()["code"] == code
-    assert stock.stock_remaining(event_id=event.pk) == before
+    assert gate_remaining(event_id=event.pk) == before
     assert redis_db.llen("purchases") == 0
     assert not Order.objects.exists()
 
@@ -102,7 +103,7 @@ def test_purchase_rejects_bad_quantity_and_changes_nothing(buyer_client, event, 
     assert response.status_code == 400
     assert response.json()["code"] == "invalid"
     assert "quantity" in response.json()["errors"]
-    assert stock.stock_remaining(event_id=event.pk) == 100
+    assert gate_remaining(event_id=event.pk) == 100
     assert not Order.objects.exists()
 
 
@@ -139,7 +140,7 @@ def test_same_idempotency_key_returns_the_same_order(buyer_client, event):
     assert again.json()["id"] == first.json()["id"]
     assert again["Idempotent-Replayed"] == "true"
     assert Order.objects.count() == 1
-    assert stock.stock_remaining(event_id=event.pk) == 98
+    assert gate_remaining(event_id=event.pk) == 98
 
 
 def test_same_idempotency_key_with_another_body_is_refused(buyer_client, event):
@@ -147,7 +148,7 @@ def test_same_idempotency_key_with_another_body_is_refused(buyer_client, event):
     response = buy(buyer_client, event.pk, 3, key="abc-123")
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_key_reused"
-    assert stock.stock_remaining(event_id=event.pk) == 98
+    assert gate_remaining(event_id=event.pk) == 98
 
 
 def test_same_idempotency_key_on_another_event_is_refused(buyer_client, make_event):
@@ -156,7 +157,7 @@ def test_same_idempotency_key_on_another_event_is_refused(buyer_client, make_eve
     response = buy(buyer_client, second.pk, 1, key="k")
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_key_reused"
-    assert stock.stock_remaining(event_id=second.pk) == 100
+    assert gate_remaining(event_id=second.pk) == 100
 
 
 def test_idempotency_key_of_another_user_is_independent(client_for, make_user, event):
@@ -176,20 +177,13 @@ def test_replay_still_works_after_redis_lost_its_record(buyer_client, event, red
     assert again.status_code == 202
     assert again.json()["id"] == first["id"]
     assert Order.objects.count() == 1
-    assert stock.stock_remaining(event_id=event.pk) == 98  # rebuilt from PostgreSQL
+    assert gate_remaining(event_id=event.pk) == 98  # rebuilt from PostgreSQL
 
 
 def test_request_in_progress_with_the_same_key_asks_to_retry(buyer_client, buyer, event):
     gate_ensure(event_id=event.pk)
     # Another process has reserved under this key and not yet recorded its order.
-    stock.stock_reserve(
-        event_id=event.pk,
-        user_id=buyer.pk,
-        quantity=1,
-        operation_id="buy:other",
-        idem_key=stock.idempotency_key(event_id=event.pk, user_id=buyer.pk, key="k"),
-        fingerprint=f"{event.pk}:1",
-    )
+    gate_reserve(PurchaseAsk(buyer.pk, event.pk, 1, idempotency_key="k", operation_id="buy:other"))
     response = buy(buyer_client, event.pk, 1, key="k")
     assert response.status_code == 409
     assert response.json()["code"] == "request_in_progress"

@@ -13,11 +13,11 @@ from datetime import timedelta
 import pytest
 from kombu.exceptions import OperationalError
 
-from core import line
+from core.gate.reserve import Line
 from core.models import Order
+from core.selectors import orders_stale_events
 from core.services import purchases
 from core.services.gate import gate_reconcile_all
-from core.services.orders import orders_stale_events
 from tests.invariants import assert_invariants
 from workers.tasks import event_orders_commit_task
 
@@ -47,12 +47,12 @@ def commit_through_the_requeue_job(event_id: int) -> None:
 
 
 STEPS_AFTER_THE_INSERT = {
-    "place in line": lambda mp: mp.setattr(line.Line, "position", boom),
+    "place in line": lambda mp: mp.setattr(Line, "position", boom),
     "order card": lambda mp: mp.setattr(purchases, "order_card_of", boom),
     "card written": lambda mp: mp.setattr(purchases, "order_card_fill", boom),
     "task import": lambda mp: mp.setitem(sys.modules, "workers.tasks", None),
     "task publish": lambda mp: mp.setattr(event_orders_commit_task, "apply_async", boom),
-    "wait estimate": lambda mp: mp.setattr(line, "wait_estimate", boom),
+    "wait estimate": lambda mp: mp.setattr(purchases, "wait_estimate", boom),
     "log line": lambda mp: mp.setattr(purchases.logger, "info", boom),
 }
 
@@ -92,7 +92,7 @@ def test_a_failure_while_undoing_a_refused_queue_still_answers_nothing_was_bough
 
     with monkeypatch.context() as patched:
         patched.setattr(event_orders_commit_task, "apply_async", queue_down)
-        patched.setattr(purchases, "_release_quietly", boom)
+        patched.setattr(purchases, "gate_unreserve", boom)
         response = buy(buyer_client, event.pk, key="undo-fails")
 
     assert response.status_code == 503

@@ -3,8 +3,10 @@
 import pytest
 import requests
 
-from core import stock
+from core.gate.keys import drain_flag_key
+from core.gate.store import gate_held, gate_remaining
 from core.models import Order
+from core.redis_client import get_redis
 from core.services.gate import gate_ensure
 from tests.conftest import token_for
 from tests.live import LiveStack, free_port
@@ -38,10 +40,31 @@ def test_broker_down_rejects_the_order_and_releases_the_stock(
     assert response.status_code == 503
     assert response.json()["code"] == "queue_unavailable"
     assert response["Retry-After"]
-    assert stock.stock_remaining(event_id=event.pk) == 100
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 100
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 0
     assert list(Order.objects.values_list("status", flat=True)) == ["rejected"]
-    assert not stock.get_redis().exists(stock.drain_flag_key(event.pk))
+    assert not get_redis().exists(drain_flag_key(event.pk))
+
+
+@pytest.mark.django_db
+def test_any_failure_after_the_order_insert_still_answers_202_with_the_order_pending(
+    buyer_client, buyer, event, monkeypatch, caplog
+):
+    from core.services import purchases
+
+    def publish_fails(**options):
+        raise RuntimeError("a bug in the publish step")
+
+    monkeypatch.setattr(purchases, "drain_publish", publish_fails)
+    gate_ensure(event_id=event.pk)
+    response = buyer_client.post(f"/events/{event.pk}/purchase/", {"quantity": 2}, format="json")
+
+    assert response.status_code == 202
+    order = Order.objects.get()
+    assert (response.json()["id"], order.status) == (order.pk, "pending")
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 2  # the requeue job commits it
+    logged = [r for r in caplog.records if r.getMessage().startswith("order accepted, its")]
+    assert logged and logged[0].exc_info and logged[0].order_id == order.pk
 
 
 @pytest.mark.live
@@ -64,8 +87,8 @@ def test_database_down_answers_503_and_releases_the_reservation(buyer, event, tm
         live.stop_all()
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
-    assert stock.stock_remaining(event_id=event.pk) == 100
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 0
+    assert gate_remaining(event_id=event.pk) == 100
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 0
     assert not Order.objects.exists()
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] != "ok"

@@ -5,8 +5,9 @@ import itertools
 
 import pytest
 
-from core import stock
+from core.gate.keys import inflight_key
 from core.models import User
+from core.redis_client import redis_slot_owner
 from tests.conftest import token_for
 from tests.invariants import assert_invariants, wait_until_no_pending
 from tests.live import fire
@@ -19,7 +20,7 @@ def events_on_distinct_nodes(make_event, count: int, total: int) -> list:
     events, nodes = [], set()
     for _ in range(200):
         event = make_event(total_tickets=total)
-        node = stock.redis_slot_owner(stock.inflight_key(event.pk))
+        node = redis_slot_owner(inflight_key(event.pk))
         if node and node in nodes:
             continue
         nodes.add(node)

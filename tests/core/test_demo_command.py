@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.gate.store import gate_remaining
 from core.models import Event, Order, User
-from core.stock import stock_remaining
 from tests.live import LiveStack
 
 MARKER = "# With `make run` going"
@@ -35,7 +35,7 @@ def test_demo_creates_an_admin_a_buyer_and_an_event_on_sale(settings):
     assert admin.role == User.Role.ADMIN and admin.check_password("correct-horse-battery")
     assert buyer.role == User.Role.USER and buyer.check_password("correct-horse-battery")
     event = Event.objects.get(name="Demo concert")
-    assert stock_remaining(event_id=event.pk) == event.total_tickets  # the gate is open
+    assert gate_remaining(event_id=event.pk) == event.total_tickets  # the gate is open
     assert f"/events/{event.pk}/purchase/" in output
 
 

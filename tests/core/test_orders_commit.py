@@ -2,10 +2,12 @@
 
 import pytest
 
-from core import stock
+from core.gate.keys import inflight_key
+from core.gate.store import gate_held, gate_remaining
 from core.models import Event, Order, Ticket
+from core.redis_client import get_redis
 from core.services.gate import gate_ensure
-from core.services.orders import REJECT_REASON_STOCK, order_commit, orders_commit
+from core.services.orders import REJECT_REASON_STOCK, orders_commit
 from tests.factories import pending_order
 
 pytestmark = pytest.mark.django_db
@@ -31,8 +33,8 @@ def test_commit_rejects_what_postgres_cannot_cover_and_returns_it_to_the_gate(bu
     # The gate drifted (e.g. rebuilt while requests were in flight) and let too many in.
     first = pending_order(user=buyer, event=event, quantity=4)
     second = pending_order(user=buyer, event=event, quantity=3)
-    stock.get_redis().hset(f"gate:{{ev:{event.pk}}}", "remaining", 0)
-    stock.get_redis().hset(f"gate:{{ev:{event.pk}}}:buyers", buyer.pk, 7)
+    get_redis().hset(f"gate:{{ev:{event.pk}}}", "remaining", 0)
+    get_redis().hset(f"gate:{{ev:{event.pk}}}:buyers", buyer.pk, 7)
 
     result = orders_commit(event_id=event.pk)
 
@@ -40,8 +42,8 @@ def test_commit_rejects_what_postgres_cannot_cover_and_returns_it_to_the_gate(bu
     second.refresh_from_db()
     assert (second.status, second.reason) == ("rejected", REJECT_REASON_STOCK)
     assert Event.objects.get(pk=event.pk).tickets_sold == 4
-    assert stock.stock_remaining(event_id=event.pk) == 3
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == 4
+    assert gate_remaining(event_id=event.pk) == 3
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == 4
 
 
 def test_commit_twice_changes_nothing_the_second_time(buyer, event):
@@ -60,19 +62,23 @@ def test_commit_takes_at_most_a_batch(buyer, event):
     assert Order.objects.filter(status="pending").count() == 3
 
 
-def test_order_commit_is_a_no_op_for_a_final_order(buyer, event):
+def test_commit_is_a_no_op_for_a_final_order(buyer, event):
     order = pending_order(user=buyer, event=event)
-    assert order_commit(order_id=order.pk).status == "confirmed"
-    assert order_commit(order_id=order.pk).status == "confirmed"
+    orders_commit(event_id=event.pk)
+    order.refresh_from_db()
+    assert order.status == "confirmed"
+    orders_commit(event_id=event.pk)
+    order.refresh_from_db()
+    assert order.status == "confirmed"
     assert Event.objects.get(pk=event.pk).tickets_sold == 1
 
 
-def test_order_commit_of_unknown_order_does_nothing(db):
-    assert order_commit(order_id=123456) is None
+def test_commit_of_unknown_event_does_nothing(db):
+    assert orders_commit(event_id=123456).processed == 0
 
 
 def test_commit_leaves_no_operation_in_flight(buyer, event, redis_db):
     gate_ensure(event_id=event.pk)
     pending_order(user=buyer, event=event)
     orders_commit(event_id=event.pk)
-    assert redis_db.zcard(stock.inflight_key(event.pk)) == 0
+    assert redis_db.zcard(inflight_key(event.pk)) == 0

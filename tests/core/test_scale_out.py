@@ -8,7 +8,9 @@ import sys
 import kombu
 import pytest
 
-from core import ops, stock
+from core import ops
+from core.gate.keys import inflight_key
+from core.redis_client import get_redis, redis_slot_owner
 from core.services.gate import gate_ensure
 from tests.api.test_hot_paths import buy, redis_round_trips
 
@@ -60,9 +62,9 @@ def test_gate_agreement_reads_events_on_every_node_in_one_pipeline(redis_topolog
     events = [make_event() for _ in range(12)]
     for event in events:
         gate_ensure(event_id=event.pk)
-    nodes = {stock.redis_slot_owner(stock.inflight_key(e.pk)) for e in events}
+    nodes = {redis_slot_owner(inflight_key(e.pk)) for e in events}
     assert len(nodes) == 3
-    stock.get_redis().hset(f"gate:{{ev:{events[-1].pk}}}", "remaining", 7)
+    get_redis().hset(f"gate:{{ev:{events[-1].pk}}}", "remaining", 7)
 
     rows = ops.gate_agreement()
 

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import connection
 
 from core.models import Order, User
-from core.services.orders import order_commit
+from core.redis_client import get_redis
+from core.services.orders import orders_commit
 from core.services.users import user_tokens_revoke
-from core.stock import get_redis
 from tests.conftest import token_for
 from tests.faults.tools import TcpProxy
 from tests.live import LiveStack, fire
@@ -215,7 +215,7 @@ def test_two_commits_of_the_same_order_at_once_make_one_ticket(buyer, make_event
     def commit():
         barrier.wait()
         try:
-            order_commit(order_id=order.pk)
+            orders_commit(event_id=event.pk)
         finally:
             connection.close()
 

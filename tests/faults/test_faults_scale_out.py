@@ -8,8 +8,9 @@ import time
 import pytest
 import requests
 
-from core import stock
+from core.gate.keys import inflight_key
 from core.models import Order, User
+from core.redis_client import get_redis, redis_slot_owner
 from tests.concurrency.conftest import FAST_BEAT
 from tests.conftest import token_for
 from tests.engines import RedisClusterNodes
@@ -49,7 +50,7 @@ def private_cluster(settings):
 def _event_on(make_event, node: str, total: int):
     for _ in range(200):
         event = make_event(total_tickets=total)
-        if stock.redis_slot_owner(stock.inflight_key(event.pk)) == node:
+        if redis_slot_owner(inflight_key(event.pk)) == node:
             return event
     raise AssertionError(f"no event on {node}")
 
@@ -68,10 +69,10 @@ def _purchase(base_url: str, event_id: int, token: str) -> tuple[int, str, float
 def test_cluster_node_killed_mid_sale_stops_only_its_events(
     private_cluster, private_redis, transactional_db, tmp_path, make_user, make_event
 ):
-    client = stock.get_redis()
+    client = get_redis()
     # Keys every request needs (the revocations hash) stay up: that node is not the
     # victim. Losing it would stop authentication, which is why production runs replicas.
-    shared = stock.redis_slot_owner("auth:revocations")
+    shared = redis_slot_owner("auth:revocations")
     victim, other = [n.name for n in client.get_primaries() if n.name != shared][:2]
     lost = _event_on(make_event, victim, total=150)
     kept = _event_on(make_event, other, total=150)

@@ -20,8 +20,9 @@ import pytest
 import requests
 from django.db.models import Sum
 
-from core import stock
+from core.gate.store import gate_held
 from core.models import Order
+from core.redis_client import get_redis
 from core.services import purchases
 from core.services.orders import orders_commit
 from tests.conftest import token_for
@@ -139,7 +140,7 @@ def test_fifty_concurrent_purchases_by_one_user_never_exceed_the_per_user_limit(
         assert accepted == LIMIT  # stock was plenty: exactly the limit, not less
     wait_until_no_pending(event.pk)
     assert confirmed_quantity(buyer, event) == accepted <= LIMIT
-    assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == accepted
+    assert gate_held(event_id=event.pk, user_id=buyer.pk) == accepted
     assert_invariants(event.pk)
     assert len(serving_pids(live, r"/events/\d+/purchase/")) == 2
 
@@ -169,9 +170,7 @@ def test_cancel_and_rebuy_loops_never_hold_more_than_the_per_user_limit(start, b
         wait_until_no_pending(event.pk)
         # Every buy may have lost the race to its round's cancel; none may have won twice.
         assert confirmed_quantity(buyer, event) <= LIMIT, round_
-        assert stock.stock_held(event_id=event.pk, user_id=buyer.pk) == confirmed_quantity(
-            buyer, event
-        )
+        assert gate_held(event_id=event.pk, user_id=buyer.pk) == confirmed_quantity(buyer, event)
         assert_invariants(event.pk)
 
     # Replaying the first purchase's key returns that (cancelled) order: no fifth holding.
@@ -312,7 +311,7 @@ def test_the_per_user_limit_survives_redis_losing_the_gate_during_a_purchase(
         # Redis restarts empty between this purchase's reservation and its insert, and
         # the same buyer's next purchase rebuilds the gate from PostgreSQL meanwhile.
         monkeypatch.setattr(purchases, "_record_order", record_order)
-        stock.get_redis().flushdb()
+        get_redis().flushdb()
         purchases.purchase_request(user_id=buyer.pk, event_id=event.pk, quantity=LIMIT)
         return record_order(**kwargs)
 

@@ -16,8 +16,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from core import stock
+from core.gate.store import gate_held, gate_remaining
 from core.models import Event, Order, Ticket, User
+from core.redis_client import get_redis
 from core.services.gate import gate_ensure
 from tests.factories import confirmed_order, pending_order
 
@@ -85,8 +86,8 @@ def state(*events: Event) -> dict:
         ),
         "gate": [
             (
-                stock.stock_remaining(event_id=pk),
-                stock.get_redis().hgetall(f"gate:{{ev:{pk}}}:buyers"),
+                gate_remaining(event_id=pk),
+                get_redis().hgetall(f"gate:{{ev:{pk}}}:buyers"),
             )
             for pk in ids
         ],
@@ -422,7 +423,7 @@ def test_creating_an_event_takes_no_counter_or_identity_from_the_body(admin_clie
     assert created.pk not in (sale["concert"].pk, sale["match"].pk)
     assert (created.tickets_sold, created.total_tickets) == (0, 10)
     assert created.created_at.year > 2000
-    assert stock.stock_remaining(event_id=created.pk) == 10
+    assert gate_remaining(event_id=created.pk) == 10
     assert not Order.objects.filter(event=created).exists()
     after = state(sale["concert"], sale["match"])
     assert after["counts"] == [before["counts"][0] + 1, *before["counts"][1:]]  # one event
@@ -459,10 +460,7 @@ def test_changing_an_event_takes_no_counter_or_identity_from_the_body(
     )
     assert Order.objects.filter(event=other).count() == 1
     # The gate moved by the total's change only: 60 - sold - pending.
-    assert (
-        stock.stock_remaining(event_id=target.pk)
-        == 60 - sold_before - sale["alice_pending"].quantity
-    )
+    assert gate_remaining(event_id=target.pk) == 60 - sold_before - sale["alice_pending"].quantity
 
 
 def test_a_purchase_takes_its_buyer_event_and_status_from_the_token_and_path_only(
@@ -489,8 +487,8 @@ def test_a_purchase_takes_its_buyer_event_and_status_from_the_token_and_path_onl
     after = state(other)
     assert after["counts"] == [before["counts"][0], before["counts"][1] + 1, before["counts"][2]]
     assert {**after, "counts": None} == {**before, "counts": None}
-    assert stock.stock_held(event_id=event.pk, user_id=mallory.pk) == 1 + 2
-    assert stock.stock_held(event_id=event.pk, user_id=alice.pk) == sale["alice_pending"].quantity
+    assert gate_held(event_id=event.pk, user_id=mallory.pk) == 1 + 2
+    assert gate_held(event_id=event.pk, user_id=alice.pk) == sale["alice_pending"].quantity
 
 
 def test_a_cancel_takes_nothing_from_the_body(client_for, alice, mallory, sale):
@@ -512,7 +510,7 @@ def test_a_cancel_takes_nothing_from_the_body(client_for, alice, mallory, sale):
     )
     concert = Event.objects.get(pk=sale["concert"].pk)
     assert concert.tickets_sold == 0  # exactly the order's 3 tickets came back, not 50
-    assert stock.stock_remaining(event_id=concert.pk) == 50
+    assert gate_remaining(event_id=concert.pk) == 50
     after = state(sale["match"])
     assert after["counts"] == [*match_before["counts"][:2], match_before["counts"][2] - 1]
     assert {**after, "counts": None} == {**match_before, "counts": None}

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from core import stock
+from core.gate.store import gate_held, gate_remaining
 from core.models import Event, Order, Ticket, User
 from core.services.gate import gate_ensure
 from tests.factories import confirmed_order
@@ -147,8 +147,8 @@ def stored(world) -> dict:
         "event": Event.objects.filter(pk=event_id).values().first(),
         "orders": list(Order.objects.order_by("pk").values()),
         "gate": (
-            stock.stock_remaining(event_id=event_id),
-            stock.stock_held(event_id=event_id, user_id=world["buyer"].pk),
+            gate_remaining(event_id=event_id),
+            gate_held(event_id=event_id, user_id=world["buyer"].pk),
         ),
     }
 

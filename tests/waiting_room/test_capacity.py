@@ -6,7 +6,7 @@ import math
 import pytest
 from django.conf import settings as django_settings
 
-from core.line import line_read
+from core.gate.line import line_read
 from core.models import WaitingRoom
 from core.services.orders import orders_commit
 from core.services.purchases import purchase_request

@@ -71,7 +71,7 @@ def test_cpu_per_join_own_state_and_public_state(
 
 def round_trip_ms(event, user, count: int = 2000) -> float:
     """Wall time of one own-state Lua call (Redis's work included), or of a PING."""
-    from core.stock import get_redis
+    from core.redis_client import get_redis
     from core.waiting_room import room_read
 
     def call():

@@ -2,6 +2,7 @@
 
 import pytest
 
+from core.gate.keys import gate_keys
 from core.models import Event
 from core.services.waiting_room import (
     waiting_room_configure,
@@ -9,7 +10,6 @@ from core.services.waiting_room import (
     waiting_room_public,
     waiting_room_state,
 )
-from core.stock import _keys as gate_keys
 from core.waiting_room import room_bought
 
 pytestmark = pytest.mark.django_db

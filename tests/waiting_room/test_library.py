@@ -3,7 +3,7 @@ will call room_admission_of with the room's keys after its own seven."""
 
 import pytest
 
-from core.stock import _keys as gate_keys
+from core.gate.keys import gate_keys
 from core.waiting_room import RoomAnswer, RoomStatus, room_keys, room_script
 
 pytestmark = pytest.mark.django_db

@@ -13,11 +13,12 @@ import pytest
 from celery.app.trace import LOG_RECEIVED
 from django.utils import timezone
 
+from core.gate.store import gate_remaining
 from core.models import Order, TopEvent
-from core.stock import stock_remaining
 from tests.factories import pending_order
 from tests.live import BIN, LiveStack
 from workers.celery import PERIODIC_TASKS
+from workers.room_tasks import waiting_room_persist
 from workers.tasks import event_orders_commit, gate_reconcile, orders_requeue_stale
 from workers.tasks import top_events_refresh as top_events_refresh_task
 
@@ -33,8 +34,10 @@ TASK_LOGGERS = (
     "celery.worker.request",
     "celery.app.trace",
     "workers.tasks",
+    "workers.room_tasks",
+    "core.services.drain",  # the commit's "orders committed"
 )
-PERIODIC = (gate_reconcile, orders_requeue_stale, top_events_refresh_task)
+PERIODIC = (gate_reconcile, orders_requeue_stale, top_events_refresh_task, waiting_room_persist)
 
 
 @pytest.fixture
@@ -125,7 +128,7 @@ def test_make_run_shows_commits_at_info_and_no_periodic_task(tmp_path, buyer, ma
 
     def every_periodic_task_ran() -> bool:
         return (
-            stock_remaining(event_id=idle.pk) is not None  # reconciled
+            gate_remaining(event_id=idle.pk) is not None  # reconciled
             and TopEvent.objects.exists()  # refreshed
             and not Order.objects.filter(pk=stale.pk, status="pending").exists()  # requeued
         )

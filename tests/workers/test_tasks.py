@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.gate.keys import drain_flag_key
 from core.models import Order
-from core.stock import drain_flag_key, get_redis
+from core.redis_client import get_redis
 from tests.factories import pending_order
 from workers.tasks import (
     event_orders_commit_task,

@@ -1,9 +1,10 @@
 """The buyers' line of each event: a pending order's position and estimated wait.
 
 Numbers. The gate's reserve script gives each accept the next number of its event's
-line (`arrived`, in the same Lua call that reserves the stock). Each commit batch adds
-the orders it made final to `served` (core/services/orders.py); a number given to an
-accept that then recorded no order is counted as served at once. Commits take pending
+line (`arrived`, in the same Lua call that reserves the tickets: core/gate/reserve.py,
+whose `Place` is that number and `Line` the counters below). Each commit batch adds the
+orders it made final to `served` (core/services/orders.py); a number given to an accept
+that then recorded no order is counted as served at once. Commits take pending
 orders in id order, which is acceptance order (up to accepts in the same millisecond on
 different API processes), so an order with number k has k - 1 - served pending orders
 ahead of it.
@@ -24,7 +25,8 @@ these rules or read from PostgreSQL, never guessed.
 Estimated wait. From the event's last commit batches (the served log, written by the
 workers): orders per second of committing, and the batches' own length, plus the
 drain's delay (ORDER_COMMIT_DELAY_SECONDS). Before any batch was measured, a floor
-stands in: DEFAULT_CAPACITY orders/s, DEFAULT_BATCH_SECONDS per batch.
+stands in: DEFAULT_CAPACITY orders/s, DEFAULT_BATCH_SECONDS per batch (both in
+core/gate/reserve.py, with `wait_estimate`).
 """
 
 from __future__ import annotations
@@ -39,64 +41,36 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
-from core import stock
+from core.gate.keys import gate_script, line_keys
+from core.gate.reserve import (
+    BATCH_STALE_SECONDS,
+    LOG_WINDOW_SECONDS,
+    Line,
+    Place,
+    line_parse_log,
+    wait_estimate,
+)
 from core.models import Order
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
-# Batches older than this (s) are left out of the served rate and of the estimate.
-LOG_WINDOW_SECONDS = 10.0
-# A commit batch still unfinished after this long (s) died; its line is trusted no more.
-BATCH_STALE_SECONDS = 10.0
-# The estimate's floor until the event's first batch is measured.
-DEFAULT_CAPACITY = 2000.0  # orders per second of committing
-DEFAULT_BATCH_SECONDS = 0.1
 MAX_RETRY_AFTER = 10
 
 
-@dataclass(frozen=True)
-class Line:
-    """An event's line as read from Redis in one round trip."""
+def line_record(mode: str, *, event_id: int, name: str, args: tuple = ()):
+    """Record in the event's line: a commit batch's 'begin' or 'done', a number given to
+    an accept that recorded no order ('skip'), or the line's 'trust' or 'doubt'.
 
-    name: str
-    served: int
-    trusted: str
-    log: tuple[tuple[float, int, float], ...]  # (when, orders, seconds), newest first
-    batches: tuple[float, ...]  # when each unfinished batch began
-
-    def position(self, *, name: str, number: int, now: float) -> int | None:
-        """Pending orders ahead of number `number` of line `name`; None if not known here."""
-        if not name or name != self.name or self.trusted != name:
-            return None
-        if any(began < now - BATCH_STALE_SECONDS for began in self.batches):
-            return None
-        return max(number - 1 - self.served, 0)
-
-    def recent(self, now: float) -> list[tuple[float, int, float]]:
-        return [entry for entry in self.log if entry[0] >= now - LOG_WINDOW_SECONDS]
-
-
-def line_parse_log(entries) -> tuple[tuple[float, int, float], ...]:
-    """The served log's entries as (when, orders, seconds)."""
-    parsed = []
-    for entry in entries:
-        when, orders, seconds = entry.split(":")
-        parsed.append((float(when), int(orders), float(seconds)))
-    return tuple(parsed)
-
-
-def line_of(values: tuple) -> Line:
-    """The Line from the reserve script's answer (GateAnswer.line)."""
-    name, _number, served, trusted, entries, batches = values
-    return Line(
-        name, int(served), trusted, line_parse_log(entries), tuple(float(b) for b in batches)
-    )
+    See core/gate/line.lua for each mode's arguments.
+    """
+    return gate_script("line")(keys=list(line_keys(event_id)), args=[mode, name, *args])
 
 
 def line_read(*, event_id: int) -> Line:
     """Read an event's line (one Redis round trip, within the event's slot)."""
-    gate, log, batches = stock.line_keys(event_id)
-    pipe = stock.get_redis().pipeline(transaction=False)
+    gate, log, batches = line_keys(event_id)
+    pipe = get_redis().pipeline(transaction=False)
     pipe.hmget(gate, "line", "served", "trusted")
     pipe.lrange(log, 0, 31)
     pipe.hvals(batches)
@@ -132,7 +106,7 @@ class Batch:
 def line_batch_begin(*, event_id: int, batch_id: str) -> Batch:
     """Record that a commit batch begins (one Redis round trip, errors raised)."""
     began = time.time()
-    name, opened, trusted = stock.stock_line(
+    name, opened, trusted = line_record(
         "begin", event_id=event_id, name=batch_id, args=(f"{began:.3f}", BATCH_STALE_SECONDS)
     )
     return Batch(event_id, batch_id, name, float(opened), name != "" and trusted == "", began)
@@ -143,13 +117,13 @@ def line_batch_done(batch: Batch, *, created: list) -> None:
     rate, and trust an undecided line once no order older than it is pending.
 
     Called after the commit: a Redis failure is logged, not raised; the batch then stays
-    unfinished in Redis and the line is trusted no more (core/line.py, "Trust").
+    unfinished in Redis and the line is trusted no more ("Trust" above).
     """
     mine = sum(1 for at in created if at.timestamp() >= batch.opened)
     trust = batch.undecided and not _older_pending(batch)
     seconds = time.time() - batch.began
     try:
-        stock.stock_line(
+        line_record(
             "done",
             event_id=batch.event_id,
             name=batch.id,
@@ -186,57 +160,44 @@ def served_rate(log: tuple[tuple[float, int, float], ...], now: float | None = N
     return round(sum(orders for when, orders, _ in log if when >= since) / LOG_WINDOW_SECONDS, 1)
 
 
-def wait_estimate(line: Line | None, *, position: int, now: float | None = None) -> float:
-    """Seconds until an order with `position` orders ahead is final, from the measured rate."""
-    recent = line.recent(time.time() if now is None else now) if line else []
-    orders = sum(entry[1] for entry in recent)
-    seconds = sum(entry[2] for entry in recent)
-    if orders and seconds > 0:
-        capacity, batch = orders / seconds, seconds / len(recent)
-    else:
-        capacity, batch = DEFAULT_CAPACITY, DEFAULT_BATCH_SECONDS
-    wait = settings.ORDER_COMMIT_DELAY_SECONDS + batch + position / capacity
-    return round(wait, 1)
-
-
 @dataclass(frozen=True)
-class Place:
-    """Where a pending order stands; `card` is a better place for its card, if any."""
+class Standing:
+    """Where a pending order stands; `place` is a better place for its card, if any."""
 
     position: int | None
     estimate: float | None
-    card: str | None = None
+    place: Place | None = None
 
 
-def order_place(*, order_id: int, place: str) -> Place:
+def order_standing(*, order_id: int, place: Place | None) -> Standing:
     """Position and estimated wait of a pending order, from its card's `place`.
 
     One Redis round trip for the line; plus one query when the line cannot tell (see
     the module docstring). Nothing known when neither Redis nor PostgreSQL can answer,
     or the card has no place at all (written before cards had one).
     """
-    if not place:
-        return Place(None, None)
-    event, name, number = place.split(":")
-    event_id, now = int(event), time.time()
-    if not name:
-        return _recounted(event_id=event_id, order_id=order_id)
+    if place is None:
+        return Standing(None, None)
+    if not place.line:
+        return _recounted(event_id=place.event_id, order_id=order_id)
+    now = time.time()
     try:
-        line = line_read(event_id=event_id)
+        line = line_read(event_id=place.event_id)
     except redis.RedisError:
         line = None
-    position = line.position(name=name, number=int(number), now=now) if line else None
+    position = line.position(place, now=now) if line else None
     if position is None:
         try:
-            position = orders_pending_ahead(event_id=event_id, order_id=order_id)
+            position = orders_pending_ahead(event_id=place.event_id, order_id=order_id)
         except DatabaseError:
-            return Place(None, None)
-    return Place(position, wait_estimate(line, position=position, now=now))
+            return Standing(None, None)
+    return Standing(position, wait_estimate(line, position=position, now=now))
 
 
-def _recounted(*, event_id: int, order_id: int) -> Place:
-    """Recount an order whose card has no number (rebuilt from PostgreSQL), and give it one
-    for its next card when the line is trusted and stood still around the recount.
+def _recounted(*, event_id: int, order_id: int) -> Standing:
+    """Recount an order whose place is not known (a card rebuilt from PostgreSQL, a
+    replay), and give it a place for its next card when the line is trusted and stood
+    still around the recount.
 
     Its number is then what it would have been: position + 1 + served. That holds only if
     no batch committed between the recount and the read of `served`: none in progress
@@ -247,16 +208,16 @@ def _recounted(*, event_id: int, order_id: int) -> Place:
     try:
         position = orders_pending_ahead(event_id=event_id, order_id=order_id)
     except DatabaseError:
-        return Place(None, None)
+        return Standing(None, None)
     try:
         line = line_read(event_id=event_id)
     except redis.RedisError:
-        return Place(position, wait_estimate(None, position=position))
-    card = None
+        return Standing(position, wait_estimate(None, position=position))
+    better = None
     still = not line.batches and all(when < began - 1.0 for when, _, _ in line.log)
     if line.name and line.trusted == line.name and still:
-        card = f"{event_id}:{line.name}:{position + 1 + line.served}"
-    return Place(position, wait_estimate(line, position=position), card)
+        better = Place(event_id, line.name, position + 1 + line.served)
+    return Standing(position, wait_estimate(line, position=position), better)
 
 
 def retry_after(estimate: float | None) -> int:

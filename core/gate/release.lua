@@ -1,6 +1,6 @@
 -- Give reserved or sold tickets back to the gate and end an operation.
 -- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' or
---       KEYS[1] .. ':-' = none; see stock_reserve.lua)
+--       KEYS[1] .. ':-' = none; see reserve.lua)
 -- ARGV: 1 operation id, then pairs of (user id, quantity).
 -- A lost gate is left missing: its rebuild from PostgreSQL already counts these tickets.
 local exists = redis.call('EXISTS', KEYS[1]) == 1

@@ -1,4 +1,4 @@
--- Change an event's remaining stock by a delta and (optionally) its sale settings.
+-- Change an event's remaining tickets by a delta and (optionally) its sale settings.
 -- KEYS: 1 gate hash, 2 in-flight zset
 -- ARGV: 1 delta, 2 operation id, 3 'begin' | 'end', 4 starts, 5 ends, 6 limit ('' = keep)
 -- 'begin' marks the operation in flight (a reconciliation must wait for it);

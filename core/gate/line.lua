@@ -1,5 +1,5 @@
 -- Keep the count of an event's line: what its commit batches served, and whether its
--- numbers can be trusted (core/line.py explains the rules).
+-- numbers can be trusted (core/gate/line.py explains the rules).
 -- KEYS: 1 gate hash, 2 served log (list), 3 commit batches in progress (hash: id -> start)
 -- ARGV: 1 mode, 2 batch id (begin, done) or line name (skip, doubt), then per mode:
 --   begin: 3 now, 4 seconds after which a batch that never finished counts as dead

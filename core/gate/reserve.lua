@@ -1,7 +1,7 @@
 -- Reserve tickets for one purchase request, atomically.
 -- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none),
 --       5 the buyer's request counter for this rate window ('' = no rate limit),
---       6 the event's served log, 7 its commit batches in progress (core/stock_line.lua);
+--       6 the event's served log, 7 its commit batches in progress (core/gate/line.lua);
 --       an absent key 4 or 5 may also come as KEYS[1] .. ':-' (Redis Cluster wants
 --       every key of a script in one slot, and '' hashes to slot 0)
 -- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
@@ -9,13 +9,13 @@
 --       8 window length (s)
 -- Returns {status, value}: ok/remaining, replay/stored value, missing, sale_not_open,
 -- sold_out, insufficient/remaining, limit/allowance, throttled/0. An 'ok' also carries
--- the order's number in the event's line and the line as it stands (core/line.py):
+-- the order's number in the event's line and the line as it stands (core/gate/line.py):
 -- line name, number, served, trusted name, served log, batch starts. The line is opened
 -- by the first accept on this gate and named after its operation id.
 local gate = redis.call('HMGET', KEYS[1], 'remaining', 'starts', 'ends', 'limit', 'line')
 if not gate[1] then return {'missing', 0} end
 local absent = {[''] = true, [KEYS[1] .. ':-'] = true}
--- The rate limit is counted here, in the same round trip as the stock check, and
+-- The rate limit is counted here, in the same round trip as the availability check, and
 -- before it: every request counts, refusals and replays included (a missing gate is
 -- rebuilt and asked again, so that first answer does not count).
 if not absent[KEYS[5]] then
@@ -43,7 +43,7 @@ if limit > 0 then
   if held + qty > limit then return {'limit', math.max(limit - held, 0)} end
 end
 -- No holder at all: no order of this event is pending, so a line opened now counts
--- every order in it (core/line.py, "Trust").
+-- every order in it (core/gate/line.py, "Trust").
 local nobody = not gate[5] and redis.call('EXISTS', KEYS[2]) == 0
 redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[1], 'seq', 1)
