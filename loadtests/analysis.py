@@ -59,14 +59,7 @@ class Samples:
     def end(self) -> np.ndarray:
         return self.t + self.latency
 
-    def mask(
-        self,
-        *,
-        kind: str | None = None,
-        outcome: str | None = None,
-        start: float | None = None,
-        stop: float | None = None,
-    ) -> np.ndarray:
+    def mask(self, *, kind=None, outcome=None, start=None, stop=None) -> np.ndarray:
         """Select samples by kind/outcome and by request start time in [start, stop)."""
         keep = np.ones(len(self.t), dtype=bool)
         if kind is not None:

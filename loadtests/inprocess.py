@@ -1,18 +1,11 @@
 """CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
 
-    python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
-                                  [--redis-cluster] [--database NAME] [--redis-db N]
-
-Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
-that number only), with the load tools' environment (loadtests/stack.py). Every request
-goes through `core.wsgi.application` exactly as a
-server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
-rendering are all counted; the server's own cost is not (the benchmark measures that).
-Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
---profile ENDPOINT, the cProfile of that endpoint grouped by stage. With
---redis-cluster, the same endpoints again, in the same process, with REDIS_URL on a
-three-node Redis Cluster started for the run (the gate, cards and revocations rebuilt
-there from PostgreSQL during the warm-up): CPU and wall time per request, side by side.
+Its own database and Redis DB (loadtests/stack.py). Every request goes through
+`core.wsgi.application` as a server would call it (middleware, dispatch, authentication,
+Redis, SQL, rendering; not the server, which the benchmark measures). Prints CPU µs per
+request (median of 5 slices) per endpoint; --profile ENDPOINT adds its cProfile grouped
+by stage; --redis-cluster measures again on a three-node Redis Cluster started for the
+run (CPU and wall time per request, side by side).
 """
 
 from __future__ import annotations

@@ -76,12 +76,8 @@ class LoadGen:
                 self.process.wait(timeout=30)
                 return message
             bar.n = min(message[key], bar.total)
-            bar.set_postfix(
-                req=message["n"],
-                tickets=message["qty"],
-                sold_out=message["sold_out"],
-                refresh=False,
-            )
+            postfix = {"req": message["n"], "tickets": message["qty"]}
+            bar.set_postfix(**postfix, sold_out=message["sold_out"], refresh=False)
             bar.refresh()
         raise RuntimeError(f"load generator exited with {self.process.wait()}")
 
