@@ -197,10 +197,15 @@ def _code(results: dict) -> str:
     return f"`{code.get('commit', '?')}`" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
+def _row(*cells) -> str:
+    """One markdown table row; a missing figure (None) shows as —."""
+    return "| " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
+
+
 def _lat_rows(prefix: str, by_outcome: dict | None) -> list[str]:
     keys = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
     return [
-        f"| {prefix.format(o)} | " + " | ".join(str(stats.get(k, "—")) for k in keys) + " |"
+        _row(prefix.format(o), *(stats.get(k, "—") for k in keys))
         for o, stats in (by_outcome or {}).items()
     ]
 
@@ -270,8 +275,7 @@ def markdown(results: dict, spec: dict | None = None) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['goal']} | {r['target']} | {r['measured']} | {r['range']} | "
-        f"**{r['verdict']}** {r['margin']} |"
+        _row(r["goal"], r["target"], r["measured"], r["range"], f"**{r['verdict']}** {r['margin']}")
         for r in rows
     ]
     lines += [""] + _limits_section(results, [r for r in rows if r["verdict"] == "MISS"])
@@ -343,9 +347,7 @@ def _cpu_section(results: dict) -> list[str]:
         cells = [_get(data, rps_key), data.get("api_cpu_ms_per_request")]
         cells += [_get(profiles, f"{profile}.cpu_us_per_request") if profile else None]
         cells += [old.get("rps"), old.get("api_cpu_ms_per_request")]
-        lines.append(
-            f"| {label} | " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
-        )
+        lines.append(_row(label, *cells))
     return lines + [""]
 
 
@@ -371,7 +373,7 @@ def _stage_section(results: dict) -> list[str]:
             continue
         cells = [f"{stages[c]:.1f}%" if c in stages else "—" for c in columns]
         cpu = profile.get("cpu_us_per_request") or "—"
-        lines.append(f"| {endpoint} | {cpu} | " + " | ".join(cells) + " |")
+        lines.append(_row(endpoint, cpu, *cells))
     return lines + [""]
 
 
@@ -398,11 +400,9 @@ def _baseline_section(s: dict) -> list[str]:
         ("poll, final", "poll_final"),
     ):
         cur, old = s.get(key) or {}, base.get(key) or {}
-        ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else "—"
-        lines.append(
-            f"| {label} | {cur.get('rps', '—')} | {old.get('rps', '—')} | {ratio} | "
-            f"{cur.get('p99_ms', '—')} | {old.get('p99_ms', '—')} | {old.get('errors', '—')} |"
-        )
+        ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else None
+        cells = (cur.get("rps"), old.get("rps"), ratio, cur.get("p99_ms"), old.get("p99_ms"))
+        lines.append(_row(label, *cells, old.get("errors")))
     return lines + [""]
 
 
@@ -604,7 +604,7 @@ def _resources_section(results: dict) -> list[str]:
         "|---|---|---:|---:|",
     ]  # the baseline commit's processes included (they are not in the goal)
     lines += [
-        f"| {e['name']} | {e['role']} | {e.get('pid', '')} | {e['rss_mb']} |"
+        _row(e["name"], e["role"], e.get("pid", ""), e["rss_mb"])
         for e in results.get("peak_rss_mb") or []
     ]
     if not (s := results.get("summary") or {}):
@@ -618,7 +618,7 @@ def _resources_section(results: dict) -> list[str]:
         cells = [cpu.get(r, 0) for r in ("api", "worker", "postgres", "redis", "loadgen", "other")]
         cells += [f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}%"]
         cells += [locks.get("max_waiting_backends", 0)]
-        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_row(name, *cells))
     lines += ["", "Most frequent lock waits (wait event: query), by samples:", ""]
     for name in ("accept", "sale", "naive"):
         top = (s.get(name) or {}).get("pg_lock_waits", {}).get("top_waits") or {}
