@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +124,7 @@ def _errors(samples: Samples, keep: np.ndarray) -> int:
 
 
 def errors(samples: Samples) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for outcome in samples.outcome:
-        if outcome.startswith("error_"):
-            found[outcome] = found.get(outcome, 0) + 1
-    return found
+    return dict(Counter(o for o in samples.outcome if o.startswith("error_")))
 
 
 def rate_timeline(
