@@ -266,59 +266,53 @@ POLLED = """{orders} orders, one per buyer, each read by its owner; \
 queued for the pending ones)."""
 
 
+STEADY = [  # (scenario, title, the paragraph under its table)
+    ("floor", "## a. Authenticated `GET /events/<id>/`", ""),
+    ("accept", "## a′. Accept path: purchases that are all accepted (no polling)", ACCEPT_COMMIT),
+    ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending", POLLED),
+    ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed", POLLED),
+]
+GOALS_HEAD = """## Goals
+
+| Goal | Target | Measured (median) | Runs range | Result |
+|---|---|---|---|---|"""
+CHARTS = """## Charts
+
+![Requests/s and tickets over time](sale_timeline.png)
+
+![Latency percentiles per outcome](latency_percentiles.png)
+
+![Commit throughput from a backlog](scale_out.png)
+
+## Method
+"""
+
+
 def markdown(results: dict, spec: dict | None = None) -> str:
     s, rows = results.get("summary") or {}, goals(results, spec)
-    lines = _head(results) + [
-        "## Goals",
-        "",
-        "| Goal | Target | Measured (median) | Runs range | Result |",
-        "|---|---|---|---|---|",
-    ]
+    lines = _head(results) + GOALS_HEAD.split("\n")
     lines += [
         _row(r["goal"], r["target"], r["measured"], r["range"], f"**{r['verdict']}** {r['margin']}")
         for r in rows
     ]
     lines += [""] + _limits_section(results, [r for r in rows if r["verdict"] == "MISS"])
     lines += _cpu_section(results) + _stage_section(results)
-    steady = [
-        ("floor", "## a. Authenticated `GET /events/<id>/`", ""),
-        (
-            "accept",
-            "## a′. Accept path: purchases that are all accepted (no polling)",
-            ACCEPT_COMMIT,
-        ),
-        ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending", POLLED),
-        ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed", POLLED),
-    ]
-    for key, title, after in steady:
+    for key, title, after in STEADY:
         lines += _steady_table(title, s[key], after) if s.get(key) else []
-    if s.get("sale"):
+    if sale := s.get("sale"):
         lines += _fill(SALE, s).split("\n") + _lat_rows(
-            "purchase `{}`", s["sale"].get("purchases_by_outcome")
+            "purchase `{}`", sale.get("purchases_by_outcome")
         )
-        lines += _lat_rows("poll → `{}`", s["sale"].get("polls_by_outcome")) + [""]
+        lines += _lat_rows("poll → `{}`", sale.get("polls_by_outcome")) + [""]
     lines += _steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
-    if s.get("sale") and s.get("naive"):
-        lines += (
-            _fill(NAIVE, s).split("\n")
-            + _lat_rows("naive `{}`", s["naive"].get("purchases_by_outcome"))
-            + [""]
+    if s.get("sale") and (naive := s.get("naive")):
+        lines += _fill(NAIVE, s).split("\n") + _lat_rows(
+            "naive `{}`", naive.get("purchases_by_outcome")
         )
+        lines += [""]
     lines += _fill(CROWD, s).split("\n") if s.get("crowd") else []
     lines += _baseline_section(s) + _scale_section(results.get("scale_out") or {})
-    lines += _resources_section(results) + [
-        "## Charts",
-        "",
-        "![Requests/s and tickets over time](sale_timeline.png)",
-        "",
-        "![Latency percentiles per outcome](latency_percentiles.png)",
-        "",
-        "![Commit throughput from a backlog](scale_out.png)",
-        "",
-        "## Method",
-        "",
-        METHOD,
-    ]
+    lines += _resources_section(results) + CHARTS.split("\n") + [METHOD]
     return "\n".join(lines) + "\n"
 
 
