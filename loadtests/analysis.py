@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,7 @@ class Samples:
     def end(self) -> np.ndarray:
         return self.t + self.latency
 
-    def mask(
-        self,
-        *,
-        kind: str | None = None,
-        outcome: str | None = None,
-        start: float | None = None,
-        stop: float | None = None,
-    ) -> np.ndarray:
+    def mask(self, *, kind=None, outcome=None, start=None, stop=None) -> np.ndarray:
         """Select samples by kind/outcome and by request start time in [start, stop)."""
         keep = np.ones(len(self.t), dtype=bool)
         if kind is not None:
@@ -130,11 +124,7 @@ def _errors(samples: Samples, keep: np.ndarray) -> int:
 
 
 def errors(samples: Samples) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for outcome in samples.outcome:
-        if outcome.startswith("error_"):
-            found[outcome] = found.get(outcome, 0) + 1
-    return found
+    return dict(Counter(o for o in samples.outcome if o.startswith("error_")))
 
 
 def rate_timeline(

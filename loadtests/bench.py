@@ -1,42 +1,20 @@
-"""Benchmark of the flash-sale hot path, every scenario measured in one run.
+"""Benchmark of the flash-sale hot path, every scenario measured in one run (`make bench`).
 
-    python -m loadtests.bench [--tickets 10000] [--buyers 256] [--concurrency 64]
-                              [--duration 6] [--backlog 20000] [--runs 1] [--out docs/benchmarks]
-                              [--baseline COMMIT | --no-baseline] [--crowd 2000 | --skip-crowd]
-                              [--goals loadtests/goals.toml] [--skip-stage-profiles]
-                              [--skip-scale-out] [--scale-out-engines redis/single,...]
-                              [--database bench_ticketing] [--redis-db 10] [--keep-db]
+A database and Redis DB of its own (--database, --redis-db: dropped, flushed), the API
+as production serves it and a Celery worker on free loopback ports (loadtests/stack.py),
+buyers logged in once; then in each run (loadtests/scenarios.py), every scenario ending
+with the invariants (a broken one: exit status 2):
 
-Creates its own PostgreSQL database (--database, dropped and recreated, migrated) and uses
-Redis database --redis-db (FLUSHDB of that number only). Starts the API as production
-does (`python -m core.serve`, granian, 2 workers) and a Celery worker (2 processes) as
-subprocesses on free loopback ports, logs buyers in once through POST /login/, then
-measures in each run:
-
-  ref.  bare WSGI app on the same server (its ceiling) and GET /health/ (the framework floor)
-  a.  floor        authenticated GET /events/<id>/ (req/s, latency)
-  a'. accept       purchases that are all accepted (event too big to sell out)
-  p.  poll         GET /orders/<id>/ by its owner, every order pending / every order confirmed
-  b.  sale         flash sale of --tickets, 1-4 per request, demand >> stock, clients that
-                   start before the opening and poll their orders honouring Retry-After
-  c.  flood        purchases once nothing is left (sold_out path)
-  d.  naive        the same sale, then its sold-out flood, against a naive design (commit in
-                   the request under select_for_update; loadtests/naive, a second API server)
-  f.  crowd        the sale again with --crowd keep-alive connections; every request answered?
-and, with --baseline COMMIT (default: `baseline.commit` of the goals file), the same floor,
-accept, poll and flood against that commit's API (a temporary git worktree served by its
-own gunicorn and gunicorn.conf.py, on the same database, Redis DB and signing key), each
-right after the current one. After the runs: e. scale-out (draining --backlog pending
-orders with 1, 2, 4 processes; with --scale-out-engines also on RabbitMQ and/or a
-three-node Redis Cluster) and the stage profile of each hot endpoint
-(`python -m loadtests.inprocess`, in-process).
-
-Load comes from `loadtests.loadgen` (gevent + geventhttpclient) in a process of its own.
-Every scenario ends with the invariants (nothing oversold, nothing lost or pending, the
-Redis gate equal to total - sold); a broken one stops the run with exit status 2.
-Writes results.json, report.md (goals and their targets from --goals) and PNG charts to
---out (profiles.md with --profile). `--runs 3` with the defaults takes about 12-15
-minutes on 2 cores (most of it the three sales of each run).
+  ref. bare WSGI app (the server's ceiling) and GET /health/ (the framework's floor)
+  a.  floor   authenticated GET /events/<id>/      a'. accept   purchases all accepted
+  p.  poll    GET /orders/<id>/, pending and final  b.  sale     flash sale of --tickets
+  c.  flood   purchases once sold out               d.  naive    the sale on loadtests/naive
+  f.  crowd   the sale with --crowd connections
+with --baseline COMMIT (the goals file's by default) the same a, a', p and c against
+that commit served from a temporary git worktree, each right after the current one.
+After the runs: e. scale-out (backlog drains) and in-process stage profiles. Writes
+results.json, report.md (goals from --goals) and PNG charts to --out; how to read them:
+docs/load-testing.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """CPU per request of the hot endpoints, in-process through the WSGI handler (no server).
 
-    python -m loadtests.inprocess [--requests 2000] [--profile accept] [--top 25]
-                                  [--redis-cluster] [--database NAME] [--redis-db N]
-
-Creates its own database (`inprocess_ticketing`) and uses Redis database 9 (FLUSHDB of
-that number only), with the load tools' environment (loadtests/stack.py). Every request
-goes through `core.wsgi.application` exactly as a
-server would call it, so middleware, DRF dispatch, authentication, Redis, SQL and
-rendering are all counted; the server's own cost is not (the benchmark measures that).
-Prints CPU microseconds per request (median of 5 slices) for each endpoint and, with
---profile ENDPOINT, the cProfile of that endpoint grouped by stage. With
---redis-cluster, the same endpoints again, in the same process, with REDIS_URL on a
-three-node Redis Cluster started for the run (the gate, cards and revocations rebuilt
-there from PostgreSQL during the warm-up): CPU and wall time per request, side by side.
+Its own database and Redis DB (loadtests/stack.py). Every request goes through
+`core.wsgi.application` as a server would call it (middleware, dispatch, authentication,
+Redis, SQL, rendering; not the server, which the benchmark measures). Prints CPU µs per
+request (median of 5 slices) per endpoint; --profile ENDPOINT adds its cProfile grouped
+by stage; --redis-cluster measures again on a three-node Redis Cluster started for the
+run (CPU and wall time per request, side by side); --idempotency-key sends purchases
+with a fresh Idempotency-Key (what one costs a refusal: `--only sold_out`).
 """
 
 from __future__ import annotations
@@ -25,6 +19,7 @@ import pstats
 import statistics
 import sys
 import time
+import uuid
 
 DATABASE, REDIS_DB = "inprocess_ticketing", 9
 
@@ -119,6 +114,8 @@ def request_of(app, fx: dict, name: str):
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
             "wsgi.version": (1, 0), "HTTP_ACCEPT": "*/*", **headers,
         }  # fmt: skip
+        if body and fx.get("keyed"):  # a fresh key each time: a first request, not a replay
+            environ["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
         response = app(environ, start_response)
         b"".join(response)
         if hasattr(response, "close"):
@@ -231,13 +228,14 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", help="cProfile this endpoint")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--redis-cluster", action="store_true", help="also on a Redis Cluster")
+    parser.add_argument("--idempotency-key", action="store_true", help="purchases send one")
     parser.add_argument("--database", default=DATABASE, help="dropped and recreated")
     parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="flushed (FLUSHDB)")
     args = parser.parse_args(argv)
     from loadtests.stack import stack_prepare
 
     stack_prepare(args.database, args.redis_db)
-    fx = _fixtures()
+    fx = {**_fixtures(), "keyed": args.idempotency_key}
     from core.wsgi import application
 
     names = args.only or list(endpoints(fx))

@@ -1,28 +1,17 @@
-"""Closed-loop HTTP load generator (gevent + geventhttpclient), run in a process of its own.
+"""Closed-loop HTTP load generator (gevent + geventhttpclient) in a process of its own.
 
-`loadtests.bench` drives it; it is not meant to be run by hand:
+Driven by loadtests/scenarios.py (`python -m loadtests.loadgen`). stdin line 1 is the
+spec (JSON); it answers `{"ready": true}` and waits for line 2, merged into the spec
+(`path`, `start_at`: known once the event exists). Then `concurrency` clients, one
+connection each, run until max_seconds or max_requests; a progress line
+`{"t", "n", "qty", "sold_out"}` every 0.5 s, one CSV row per request to `samples`
+(loadtests/clients.py's columns), and `{"done": true, ...}` at the end.
 
-    python -m loadtests.loadgen      # stdin: a spec line, then a "go" line
-
-Protocol. stdin line 1: the spec (JSON, below). The process connects nothing yet,
-prints `{"ready": true}` and waits for line 2, a JSON object merged into the spec
-(typically `path` and `start_at`, known only once the event exists). It then runs
-`concurrency` clients, each with its own connection, prints a progress line
-`{"t", "n", "qty", "sold_out"}` every 0.5 s, writes one CSV row per request to
-`samples` (loadtests/clients.py's columns) and ends with `{"done": true, ...}`.
-
-Spec: base_url, mode ("get" | "buy"), path, tokens, concurrency, max_seconds,
-max_requests, start_at (epoch s), poll (follow 202s to a final status, honouring
-Retry-After), grace_after_sold_out (seconds of further purchases once a client saw
-sold_out; null = keep buying until the deadline), quantities ([min, max]), seed,
-samples (CSV path), network_timeout (seconds, default 30; a request without an
-answer by then is recorded as an error), paths (optional, "get" mode: one path per
-token, so that each buyer reads its own order).
-
-Answers are read as the Locust buyer reads them (loadtests/clients.py): a 503 with a
-JSON `code` is the server shedding load, recorded as `busy_<code>`, and the client
-waits its Retry-After. Every run is bounded by max_seconds and max_requests, and only
-ever talks to base_url.
+Spec: base_url (this machine only), mode ("get" | "buy"), path, paths (get: one per
+token, each buyer reads its own order), tokens, concurrency, max_seconds, max_requests,
+start_at (epoch s), poll (follow 202s honouring Retry-After), grace_after_sold_out
+(seconds of purchases after a client saw sold_out; null: until the deadline),
+quantities ([min, max]), seed, samples (CSV path), network_timeout (default 30 s).
 """
 
 from gevent import monkey

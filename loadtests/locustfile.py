@@ -1,31 +1,15 @@
 """Locust load test of the flash-sale API: buyers, browsers and an Admin.
 
-The one command (a production-mode stack, the flash-sale shape, reports): `make loadtest`
-(python -m loadtests.run). By hand, against a stack started with throttles raised and the
-same DATABASE_URL / REDIS_URL / DJANGO_SECRET_KEY in the environment as the server:
-
-    locust -f loadtests/locustfile.py --headless --shape flash -u 64 --processes 2 \\
-        --csv /tmp/locust --html /tmp/locust.html              # a flash sale
-    locust -f loadtests/locustfile.py --headless -u 100 -r 50 --run-time 30s   # a ramp, mixed users
-
-Before the swarm, the master runs `python -m loadtests.prepare` (buyers with one shared
-password hash, one Admin, an event of --tickets tickets on sale now, an access token per
-user minted as /login/ issues them), or loads --credentials FILE, and hands each worker
-its own slice of buyers (custom message), so `--processes N` and `--master/--worker` need
-nothing else. `--login` makes every user log in through POST /login/ instead.
-
-Shapes. Without --shape, Locust's -u/-r ramp spawns the mix (8 buyers : 3 browsers,
-1 Admin), buyers waiting for each order's final answer, then thinking 0.1-0.5 s.
-`--shape flash` (FlashSale) spawns -u buyers within the sale's first second; they buy with
-no think time and poll their orders when Retry-After is due, as the benchmark's clients
-do (both read answers through loadtests/clients.py), until one sees `sold_out`, go on for
---flood-seconds (the sold-out flood), and the run ends.
-
-Other options: --tickets (10000), --buyers (200), --samples-dir DIR (every purchase and
-poll as CSV, the benchmark's format), --max-requests (200000) and --max-seconds (600):
-the run stops at either, whatever --run-time says. Purchases are reported by outcome
-(`purchase accepted`, `purchase sold_out`, ...), polls as `/orders/[id]/`; a 409 refusal
-is a valid answer, not a failure. All traffic must stay on this machine.
+`make loadtest` (python -m loadtests.run) runs it against a stack of its own; by hand
+(docs/load-testing.md), against a stack with the server's DATABASE_URL, REDIS_URL and
+DJANGO_SECRET_KEY: `locust -f loadtests/locustfile.py --headless --shape flash -u 64`.
+Before the swarm the master prepares (loadtests.prepare) or loads (--credentials) buyers,
+an Admin, an event on sale and their tokens, and sends each worker its own slice of buyers.
+Without --shape, -u/-r ramps the mix (8 buyers : 3 browsers : 1 Admin), buyers waiting
+for each order's final answer; `--shape flash` starts -u buyers at once that buy without
+pausing and poll as the benchmark's clients do (both read answers through
+loadtests/clients.py) until one sees sold_out, then --flood-seconds more. A 409 refusal is
+a valid answer, not a failure. The run stops at --max-requests or --max-seconds.
 """
 
 from __future__ import annotations

@@ -197,10 +197,15 @@ def _code(results: dict) -> str:
     return f"`{code.get('commit', '?')}`" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
+def _row(*cells) -> str:
+    """One markdown table row; a missing figure (None) shows as —."""
+    return "| " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
+
+
 def _lat_rows(prefix: str, by_outcome: dict | None) -> list[str]:
     keys = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
     return [
-        f"| {prefix.format(o)} | " + " | ".join(str(stats.get(k, "—")) for k in keys) + " |"
+        _row(prefix.format(o), *(stats.get(k, "—") for k in keys))
         for o, stats in (by_outcome or {}).items()
     ]
 
@@ -261,60 +266,53 @@ POLLED = """{orders} orders, one per buyer, each read by its owner; \
 queued for the pending ones)."""
 
 
+STEADY = [  # (scenario, title, the paragraph under its table)
+    ("floor", "## a. Authenticated `GET /events/<id>/`", ""),
+    ("accept", "## a′. Accept path: purchases that are all accepted (no polling)", ACCEPT_COMMIT),
+    ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending", POLLED),
+    ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed", POLLED),
+]
+GOALS_HEAD = """## Goals
+
+| Goal | Target | Measured (median) | Runs range | Result |
+|---|---|---|---|---|"""
+CHARTS = """## Charts
+
+![Requests/s and tickets over time](sale_timeline.png)
+
+![Latency percentiles per outcome](latency_percentiles.png)
+
+![Commit throughput from a backlog](scale_out.png)
+
+## Method
+"""
+
+
 def markdown(results: dict, spec: dict | None = None) -> str:
     s, rows = results.get("summary") or {}, goals(results, spec)
-    lines = _head(results) + [
-        "## Goals",
-        "",
-        "| Goal | Target | Measured (median) | Runs range | Result |",
-        "|---|---|---|---|---|",
-    ]
+    lines = _head(results) + GOALS_HEAD.split("\n")
     lines += [
-        f"| {r['goal']} | {r['target']} | {r['measured']} | {r['range']} | "
-        f"**{r['verdict']}** {r['margin']} |"
+        _row(r["goal"], r["target"], r["measured"], r["range"], f"**{r['verdict']}** {r['margin']}")
         for r in rows
     ]
     lines += [""] + _limits_section(results, [r for r in rows if r["verdict"] == "MISS"])
     lines += _cpu_section(results) + _stage_section(results)
-    steady = [
-        ("floor", "## a. Authenticated `GET /events/<id>/`", ""),
-        (
-            "accept",
-            "## a′. Accept path: purchases that are all accepted (no polling)",
-            ACCEPT_COMMIT,
-        ),
-        ("poll_pending", "## p. `GET /orders/<id>/` by its owner, order pending", POLLED),
-        ("poll_final", "## p′. `GET /orders/<id>/` by its owner, order confirmed", POLLED),
-    ]
-    for key, title, after in steady:
+    for key, title, after in STEADY:
         lines += _steady_table(title, s[key], after) if s.get(key) else []
-    if s.get("sale"):
+    if sale := s.get("sale"):
         lines += _fill(SALE, s).split("\n") + _lat_rows(
-            "purchase `{}`", s["sale"].get("purchases_by_outcome")
+            "purchase `{}`", sale.get("purchases_by_outcome")
         )
-        lines += _lat_rows("poll → `{}`", s["sale"].get("polls_by_outcome")) + [""]
+        lines += _lat_rows("poll → `{}`", sale.get("polls_by_outcome")) + [""]
     lines += _steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
-    if s.get("sale") and s.get("naive"):
-        lines += (
-            _fill(NAIVE, s).split("\n")
-            + _lat_rows("naive `{}`", s["naive"].get("purchases_by_outcome"))
-            + [""]
+    if s.get("sale") and (naive := s.get("naive")):
+        lines += _fill(NAIVE, s).split("\n") + _lat_rows(
+            "naive `{}`", naive.get("purchases_by_outcome")
         )
+        lines += [""]
     lines += _fill(CROWD, s).split("\n") if s.get("crowd") else []
     lines += _baseline_section(s) + _scale_section(results.get("scale_out") or {})
-    lines += _resources_section(results) + [
-        "## Charts",
-        "",
-        "![Requests/s and tickets over time](sale_timeline.png)",
-        "",
-        "![Latency percentiles per outcome](latency_percentiles.png)",
-        "",
-        "![Commit throughput from a backlog](scale_out.png)",
-        "",
-        "## Method",
-        "",
-        METHOD,
-    ]
+    lines += _resources_section(results) + CHARTS.split("\n") + [METHOD]
     return "\n".join(lines) + "\n"
 
 
@@ -343,9 +341,7 @@ def _cpu_section(results: dict) -> list[str]:
         cells = [_get(data, rps_key), data.get("api_cpu_ms_per_request")]
         cells += [_get(profiles, f"{profile}.cpu_us_per_request") if profile else None]
         cells += [old.get("rps"), old.get("api_cpu_ms_per_request")]
-        lines.append(
-            f"| {label} | " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
-        )
+        lines.append(_row(label, *cells))
     return lines + [""]
 
 
@@ -371,7 +367,7 @@ def _stage_section(results: dict) -> list[str]:
             continue
         cells = [f"{stages[c]:.1f}%" if c in stages else "—" for c in columns]
         cpu = profile.get("cpu_us_per_request") or "—"
-        lines.append(f"| {endpoint} | {cpu} | " + " | ".join(cells) + " |")
+        lines.append(_row(endpoint, cpu, *cells))
     return lines + [""]
 
 
@@ -398,11 +394,9 @@ def _baseline_section(s: dict) -> list[str]:
         ("poll, final", "poll_final"),
     ):
         cur, old = s.get(key) or {}, base.get(key) or {}
-        ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else "—"
-        lines.append(
-            f"| {label} | {cur.get('rps', '—')} | {old.get('rps', '—')} | {ratio} | "
-            f"{cur.get('p99_ms', '—')} | {old.get('p99_ms', '—')} | {old.get('errors', '—')} |"
-        )
+        ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else None
+        cells = (cur.get("rps"), old.get("rps"), ratio, cur.get("p99_ms"), old.get("p99_ms"))
+        lines.append(_row(label, *cells, old.get("errors")))
     return lines + [""]
 
 
@@ -604,7 +598,7 @@ def _resources_section(results: dict) -> list[str]:
         "|---|---|---:|---:|",
     ]  # the baseline commit's processes included (they are not in the goal)
     lines += [
-        f"| {e['name']} | {e['role']} | {e.get('pid', '')} | {e['rss_mb']} |"
+        _row(e["name"], e["role"], e.get("pid", ""), e["rss_mb"])
         for e in results.get("peak_rss_mb") or []
     ]
     if not (s := results.get("summary") or {}):
@@ -618,7 +612,7 @@ def _resources_section(results: dict) -> list[str]:
         cells = [cpu.get(r, 0) for r in ("api", "worker", "postgres", "redis", "loadgen", "other")]
         cells += [f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}%"]
         cells += [locks.get("max_waiting_backends", 0)]
-        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_row(name, *cells))
     lines += ["", "Most frequent lock waits (wait event: query), by samples:", ""]
     for name in ("accept", "sale", "naive"):
         top = (s.get(name) or {}).get("pg_lock_waits", {}).get("top_waits") or {}

@@ -1,22 +1,13 @@
 """A flash sale under Locust against a production-mode stack of its own, in one command.
 
-    python -m loadtests.run [--users 64] [--buyers 256] [--tickets 4000] [--processes 2]
-                            [--flood-seconds 5] [--max-seconds 30] [--login] [--out loadtest-reports]
-
-(`make loadtest`). Creates its own PostgreSQL database (--database, `loadtest_ticketing`,
-dropped and recreated, migrated) and uses Redis database --redis-db 8 (FLUSHDB of it only). Starts the
-API as production does (python -m core.serve, DJANGO_DEBUG=0, a secret key made for the
-run, throttles raised; loadtests/stack.py) and a Celery worker, prepares buyers, an event
-on sale and their access tokens (loadtests.prepare), runs Locust headless with the
-flash-sale shape (loadtests/locustfile.py --shape flash, --processes one per core), then
-checks the sale (nothing oversold, lost or pending; the Redis gate equal to PostgreSQL)
-and writes to --out: locust.html, locust_*.csv, samples.csv (every purchase and poll),
-summary.json and summary.md (figures beside the benchmark's docs/benchmarks/results.json,
-computed by loadtests/analysis.py as the benchmark computes its own), logs/.
-
-Bounded: Locust stops at --max-seconds or --max-requests; everything this started is
-stopped afterwards by process group, also on Ctrl-C, SIGTERM or an error. Exit status:
-0, 1 if the run failed, 2 if an invariant broke.
+`make loadtest`. Like the benchmark, a database and Redis DB of its own (--database,
+--redis-db) and the stack of loadtests/stack.py; buyers, an event and tokens from
+loadtests.prepare; Locust headless with the flash-sale shape (loadtests/locustfile.py,
+one process per core); then the sale's invariants. Writes to --out: locust.html,
+locust_*.csv, samples.csv, summary.json and summary.md (figures beside the benchmark's
+docs/benchmarks/results.json, computed by loadtests/analysis.py alike), logs/.
+Bounded by --max-seconds and --max-requests; everything started is stopped, also on
+Ctrl-C or SIGTERM. Exit status 0, 1 if the run failed, 2 if an invariant broke.
 """
 
 from __future__ import annotations
@@ -75,30 +66,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def locust_command(args, api_url: str, out: Path) -> list[str]:
-    command = [str(Path(sys.executable).parent / "locust"), "-f", "loadtests/locustfile.py"]
-    command += ["--headless", "--shape", "flash", "-u", str(args.users), "--host", api_url]
-    command += [
-        "--credentials",
-        str(out / "credentials.json"),
-        "--samples-dir",
-        str(out / "samples"),
-    ]
-    command += [
-        "--flood-seconds",
-        str(args.flood_seconds),
-        "--run-time",
-        f"{int(args.max_seconds)}s",
-    ]
-    command += ["--max-seconds", str(args.max_seconds), "--max-requests", str(args.max_requests)]
-    command += [
-        "--csv",
-        str(out / "locust"),
-        "--csv-full-history",
-        "--html",
-        str(out / "locust.html"),
-    ]
-    command += ["--only-summary", "--loglevel", "WARNING"]
-    command += ["--processes", str(args.processes)] if args.processes > 1 else []
+    options = {
+        "-f": "loadtests/locustfile.py", "--shape": "flash", "-u": args.users, "--host": api_url,
+        "--credentials": out / "credentials.json", "--samples-dir": out / "samples",
+        "--flood-seconds": args.flood_seconds, "--run-time": f"{int(args.max_seconds)}s",
+        "--max-seconds": args.max_seconds, "--max-requests": args.max_requests,
+        "--csv": out / "locust", "--html": out / "locust.html", "--loglevel": "WARNING",
+        **({"--processes": args.processes} if args.processes > 1 else {}),
+    }  # fmt: skip
+    command = [str(Path(sys.executable).parent / "locust"), "--headless", "--only-summary"]
+    command += [str(word) for pair in options.items() for word in pair] + ["--csv-full-history"]
     return command + (["--login"] if args.login else [])
 
 

@@ -76,12 +76,8 @@ class LoadGen:
                 self.process.wait(timeout=30)
                 return message
             bar.n = min(message[key], bar.total)
-            bar.set_postfix(
-                req=message["n"],
-                tickets=message["qty"],
-                sold_out=message["sold_out"],
-                refresh=False,
-            )
+            postfix = {"req": message["n"], "tickets": message["qty"]}
+            bar.set_postfix(**postfix, sold_out=message["sold_out"], refresh=False)
             bar.refresh()
         raise RuntimeError(f"load generator exited with {self.process.wait()}")
 
@@ -145,8 +141,12 @@ def login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
         response.raise_for_status()
         return response.json()["access"]
 
+    return _in_parallel(login, usernames)
+
+
+def _in_parallel(function, items) -> list:
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(login, usernames))
+        return list(pool.map(function, items))
 
 
 # --- Figures ----------------------------------------------------------------------------
@@ -323,8 +323,7 @@ def _poll_each_once(base_url: str, tokens: list[str], paths: list[str]) -> None:
         if response.status_code != 200:
             raise RuntimeError(f"GET {paths[i]} by its owner: {response.status_code}")
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(read, range(len(paths))))
+    _in_parallel(read, range(len(paths)))
 
 
 def scenario_sale(ctx: Context, *, naive_url=None, label=None, **spec_fields) -> dict:

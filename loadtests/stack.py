@@ -1,11 +1,9 @@
 """The load tools' stack: one environment, a database and Redis DB of their own, meters.
 
-Every tool (`loadtests.bench`, `loadtests.run`, `loadtests.inprocess`,
-`loadtests.refusal_cost`) calls `stack_prepare`: it drops and recreates the tool's
-database, flushes its Redis database number (FLUSHDB of that number only), sets up
-Django in this process and returns a `tests.live.Stack`, the processes starter the live
-tests use too. Meters read CPU and memory of those processes (psutil) and lock waits
-of the database (pg_stat_activity).
+Every tool calls `stack_prepare`: it recreates the tool's database, flushes its Redis
+database number (FLUSHDB of that number only), sets up Django in this process and returns
+a `tests.live.Stack`, the processes starter the live tests use too. Meters read CPU and
+memory of those processes (psutil) and lock waits of the database (pg_stat_activity).
 """
 
 from __future__ import annotations
