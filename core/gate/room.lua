@@ -1,5 +1,5 @@
 -- The waiting room's library: local functions only, no top-level return, no KEYS or
--- ARGV. The entry scripts (core/room_*.lua) and, in time, the gate's reserve script
+-- ARGV. The entry scripts (core/gate/room_*.lua) and, in time, the gate's reserve script
 -- are this file followed by their own body (core/waiting_room.py, `room_script`).
 --
 -- Keys (all in the event's slot {ev:N}) come as a table `k`:
