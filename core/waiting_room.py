@@ -204,7 +204,7 @@ def room_admin(*, event_id: int, mode: str, now: float, args: tuple = ()) -> str
 def room_bought(*, event_id: int, user_id: int, now: float | None = None) -> str:
     """Record that an admitted buyer bought ('ok', 'not_admitted', 'closed', 'missing').
 
-    Phase 2 does this inside the gate's reserve call; here for tests and tools.
+    A purchase does this inside the gate's reserve call; this is for tests and tools.
     """
     now = time.time() if now is None else now
     return room_admin(event_id=event_id, mode="bought", now=now, args=(user_id,))
