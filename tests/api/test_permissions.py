@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.models import Event, Order, Ticket
+from core.services.waiting_room import waiting_room_configure
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +36,8 @@ def login_body(world) -> dict:
     return {"username": world["buyer"].username, "password": PASSWORD}
 
 
+ROOM_BODY = {"rate": 10, "admission_seconds": 60, "paused": False}
+
 # name: (method, path template, body maker); the body maker gets the test's world.
 ENDPOINTS = {
     "register": ("post", "/register/", register_body),
@@ -53,6 +56,12 @@ ENDPOINTS = {
     "orders-detail": ("get", "/orders/{order}/", None),
     "orders-cancel": ("post", "/orders/{order}/cancel/", None),
     "ops-queues": ("get", "/ops/queues/", None),
+    # The waiting-room endpoints run on the world's second event, which has a room.
+    "room-public": ("get", "/events/{event}/waiting-room/", None),
+    "room-put": ("put", "/events/{event}/waiting-room/", lambda w: ROOM_BODY),
+    "room-delete": ("delete", "/events/{event}/waiting-room/", None),
+    "room-join": ("post", "/events/{event}/waiting-room/join/", None),
+    "room-me": ("get", "/events/{event}/waiting-room/me/", None),
     "health": ("get", "/health/", None),
     "ready": ("get", "/ready/", None),
     "schema": ("get", "/schema/?format=json", None),
@@ -77,6 +86,11 @@ MATRIX = {
     "orders-detail": (401, 200, 200),
     "orders-cancel": (401, 200, 200),
     "ops-queues": (401, 403, 200),
+    "room-public": (200, 200, 200),
+    "room-put": (401, 403, 200),
+    "room-delete": (401, 403, 204),
+    "room-join": (401, 201, 403),
+    "room-me": (401, 404, 403),  # the buyer has not joined: 404 not_in_waiting_room
     "health": (200, 200, 200),
     "ready": (200, 200, 200),
     "schema": (200, 200, 200),
@@ -104,7 +118,17 @@ def world(buyer):
     order = Order.objects.create(user=buyer, event=sold, quantity=1, status="confirmed")
     Ticket.objects.create(order=order, user=buyer, event=sold, quantity=1)
     refresh = str(RefreshToken.for_user(buyer))
-    return {"event": event, "order": order, "buyer": buyer, "refresh": refresh}
+    room_event = Event.objects.create(
+        name="Room", date=timezone.now() + timedelta(days=5), total_tickets=100
+    )
+    waiting_room_configure(event_id=room_event.pk, **ROOM_BODY)
+    return {
+        "event": event,
+        "room_event": room_event,
+        "order": order,
+        "buyer": buyer,
+        "refresh": refresh,
+    }
 
 
 def routed_paths() -> set[str]:
@@ -132,7 +156,8 @@ def test_each_role_gets_the_expected_status_from_each_endpoint(
 ):
     client = {ANON: APIClient(), USER: client_for(buyer), ADMIN: client_for(admin)}[role]
     method, template, body = ENDPOINTS[name]
-    path = template.format(event=world["event"].pk, order=world["order"].pk)
+    event = world["room_event"] if name.startswith("room-") else world["event"]
+    path = template.format(event=event.pk, order=world["order"].pk)
     kwargs = {"format": "json"} if method != "get" else {}
     if body:
         kwargs["data"] = body({**world, "role": role})
