@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api import views, waiting_room
+from api import views
 
 # The hot endpoints first: the resolver tries patterns in order, and a flash sale is
 # mostly purchases, polls and event reads.
@@ -12,17 +12,17 @@ urlpatterns = [
     path("events/<int:event_id>/", views.EventDetailApi.as_view(), name="event-detail"),
     path(
         "events/<int:event_id>/waiting-room/me/",
-        waiting_room.WaitingRoomEntryApi.as_view(),
+        views.WaitingRoomEntryApi.as_view(),
         name="waiting-room-entry",
     ),
     path(
         "events/<int:event_id>/waiting-room/",
-        waiting_room.WaitingRoomApi.as_view(),
+        views.WaitingRoomApi.as_view(),
         name="waiting-room",
     ),
     path(
         "events/<int:event_id>/waiting-room/join/",
-        waiting_room.WaitingRoomJoinApi.as_view(),
+        views.WaitingRoomJoinApi.as_view(),
         name="waiting-room-join",
     ),
     path("register/", views.RegisterApi.as_view(), name="register"),

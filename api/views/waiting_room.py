@@ -1,9 +1,8 @@
 """The waiting room's endpoints (docs/frontend.md, "The waiting room").
 
-A module of its own rather than more of api/views.py: five endpoints with their own
-shapes, next to a views module already past the house's 300 lines. Join, own state and
-public state are hot (the whole crowd polls them), so they use the lean base like the
-purchase; an Admin's PUT and DELETE run through DRF as every other write.
+Join, own state and public state are hot (the whole crowd polls them), so they use the
+lean base like the purchase; an Admin's PUT and DELETE run through DRF as every other
+write.
 """
 
 from __future__ import annotations
