@@ -35,6 +35,8 @@ def login_body(world) -> dict:
     return {"username": world["buyer"].username, "password": PASSWORD}
 
 
+ROOM_BODY = {"rate": 10, "admission_seconds": 60, "paused": False}
+
 # name: (method, path template, body maker); the body maker gets the test's world.
 ENDPOINTS = {
     "register": ("post", "/register/", register_body),
@@ -52,6 +54,13 @@ ENDPOINTS = {
     "orders-list": ("get", "/orders/", None),
     "orders-detail": ("get", "/orders/{order}/", None),
     "orders-cancel": ("post", "/orders/{order}/cancel/", None),
+    # The world's event has no waiting room: who may ask is what is tested (a 404
+    # `waiting_room_closed` is past the permission check).
+    "room-public": ("get", "/events/{event}/waiting-room/", None),
+    "room-put": ("put", "/events/{event}/waiting-room/", lambda w: ROOM_BODY),
+    "room-delete": ("delete", "/events/{event}/waiting-room/", None),
+    "room-join": ("post", "/events/{event}/waiting-room/join/", None),
+    "room-me": ("get", "/events/{event}/waiting-room/me/", None),
     "ops-queues": ("get", "/ops/queues/", None),
     "health": ("get", "/health/", None),
     "ready": ("get", "/ready/", None),
@@ -76,6 +85,11 @@ MATRIX = {
     "orders-list": (401, 200, 200),
     "orders-detail": (401, 200, 200),
     "orders-cancel": (401, 200, 200),
+    "room-public": (404, 404, 404),
+    "room-put": (401, 403, 201),
+    "room-delete": (401, 403, 404),
+    "room-join": (401, 404, 403),
+    "room-me": (401, 404, 403),
     "ops-queues": (401, 403, 200),
     "health": (200, 200, 200),
     "ready": (200, 200, 200),
