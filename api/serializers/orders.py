@@ -96,3 +96,9 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
     errors = serializers.DictField(required=False)
+    position = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="`not_admitted_yet` only: numbers still ahead in the waiting room "
+        "(null when not known yet).",
+    )
