@@ -183,7 +183,10 @@ def test_a_crowd_joins_is_admitted_in_order_buys_and_the_sale_sells_out_exactly(
     admitted_late = [b.admitted_until for b in late if b.admitted_until]
     assert len(admitted_early) == EARLY
     if admitted_late:
-        assert max(admitted_early) <= min(admitted_late)
+        # The room records admissions per range, a range extended for up to a second
+        # (core/gate/room.lua room_record), so its times order buyers to within a second;
+        # the numbers above order them exactly.
+        assert max(admitted_early) <= min(admitted_late) + 1.0
     lag = max(
         b.admitted_at - (b.admitted_until - ADMISSION_SECONDS) for b in buyers if b.admitted_at
     )
