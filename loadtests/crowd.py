@@ -1,0 +1,382 @@
+"""The crowd of issue 19 through the front door, with and without the waiting room.
+
+    python -m loadtests.crowd [--buyers 10000] [--hammer 200] [--tickets 10000]
+        [--rates auto,300] [--no-room] [--present 2000] [--nice -10] [--out docs/benchmarks]
+
+Own database (--database bench_crowd, recreated) and Redis DB (--redis-db 9, FLUSHDB of it
+only); the API (core.serve, 2 workers), a Celery worker, beat (the room's automatic
+capacity) and HAProxy (deploy/haproxy/haproxy.cfg, HAPROXY_MAXCONN 12000, niced to --nice
+when root) in front. Every buyer has a minted token and its own keep-alive connection
+(loadtests/crowd_client.py, one gevent process). In order: the reference sale (the
+benchmark's sale, 64 clients, no crowd), the room crowd once per --rates entry, the same
+crowd without a room, the benchmark's --present crowd; each event 10,000 tickets, 1-4 per
+order, each run ends by itself (--max-seconds after the opening). Writes crowd.md and
+crowd.json to --out. Exit 2 if an invariant broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import requests
+
+from loadtests.stack import ROOT, Meter, cpu_delta
+
+KINDS = ("join", "me", "public", "purchase", "poll", "hammer")
+ARRIVE = (-10.0, 10.0)  # seconds around the opening
+PUBLIC_ROUTE = 'route="events/<int:event_id>/waiting-room/"'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--buyers", type=int, default=10_000)
+    add("--hammer", type=int, default=200, help="clients that ignore the room and buy")
+    add("--tickets", type=int, default=10_000)
+    add(
+        "--rates",
+        default="auto",
+        help="room runs: auto (rate null) and/or buyers/s, comma-separated",
+    )
+    add("--admission-seconds", type=int, default=30)
+    add(
+        "--no-room",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the crowd without one",
+    )
+    add("--present", type=int, default=2000, help="the benchmark's crowd beside (0: skip)")
+    add("--reference", action=argparse.BooleanOptionalAction, default=True)
+    add("--nice", type=int, default=-10, help="HAProxy's niceness (root only; 0: none)")
+    add(
+        "--max-seconds",
+        type=float,
+        default=100.0,
+        help="each run stops this long after the opening",
+    )
+    add("--database", default="bench_crowd")
+    add("--redis-db", type=int, default=9)
+    add("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    return parser.parse_args(argv)
+
+
+def stack_up(args, work: Path):
+    from loadtests import prepare, stack
+    from loadtests.clients import raise_open_files_limit
+    from tests.frontdoor.door import SOURCE, start_door
+
+    raise_open_files_limit(20_000)  # inherited by HAProxy
+    os.environ["DJANGO_TRUSTED_PROXY_ADDRESSES"] = SOURCE
+    group = stack.stack_prepare(args.database, args.redis_db, work)
+    api = group.start_api(workers=2)
+    group.start_worker(concurrency=2, args=["--without-heartbeat"])
+    group.start_beat()
+    door = start_door(group, api_address=api.split("//")[1], HAPROXY_MAXCONN="12000")
+    if args.nice and os.geteuid() == 0:
+        os.setpriority(os.PRIO_PROCESS, group.processes["door"].pid, args.nice)
+    names = prepare.users_prepare(prefix=prepare.BUYER_PREFIX, count=args.buyers + args.hammer)
+    minted = prepare.tokens_mint(names=names, lifetime_seconds=7200)
+    ids = prepare.user_ids(names)
+    return group, api, door, [minted[n] for n in names], ids
+
+
+def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
+    """One crowd on a fresh event; rate False: no room, None: automatic, int: fixed."""
+    from core.models import Event, Order
+    from core.services.waiting_room import waiting_room_configure
+    from loadtests.prepare import event_prepare
+
+    lead = 15.0  # the client process starts and connects before the first arrival
+    event_id = event_prepare(total_tickets=args.tickets, name=label, opens_in=lead - ARRIVE[0])
+    opens_at = Event.objects.get(pk=event_id).sale_starts_at.timestamp()
+    if rate is not False:
+        waiting_room_configure(
+            event_id=event_id, rate=rate, admission_seconds=args.admission_seconds, paused=False
+        )
+    out = ctx.work / label
+    spec = {"base_url": ctx.door.base_url, "event_id": event_id, "opens_at": opens_at,
+            "buyers": ctx.tokens[: args.buyers], "hammer": ctx.tokens[args.buyers :],
+            "room": rate is not False, "arrive": ARRIVE, "quantities": [1, 4], "seed": 19,
+            "deadline": opens_at + args.max_seconds, "network_timeout": 10.0,
+            "samples": f"{out}-samples.csv", "buyers_out": f"{out}-buyers.csv"}  # fmt: skip
+    public_before = _django_public_hits(ctx.api)
+    cpu_before, started = ctx.meter.cpu_snapshot(), time.monotonic()
+    client = subprocess.Popen([sys.executable, "-m", "loadtests.crowd_client"], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    client.stdin.write(json.dumps(spec) + "\n")
+    client.stdin.flush()
+    peak = 0
+    for line in client.stdout:
+        message = json.loads(line)
+        peak = max(peak, _rss(client.pid))
+        print(f"{label}: {message}", flush=True)
+        if message.get("done"):
+            break
+    if client.wait(timeout=60) or not message.get("done"):
+        raise RuntimeError(f"{label}: the crowd client exited with {client.returncode}")
+    seconds = time.monotonic() - started
+    cpu = cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), seconds)
+    cpu["crowd_client"] = round(message["cpu"] / seconds, 2)
+    samples, buyers = _table(spec["samples"]), _table(spec["buyers_out"])
+    from tests.invariants import assert_invariants, wait_until_no_pending
+
+    wait_until_no_pending(event_id, timeout=120)
+    unanswered = int(
+        ((samples["status"] == 0) & np.isin(samples["kind"], ["purchase", "hammer"])).sum()
+    )
+    accepted = [int(o) for o in buyers["order_id"] if not np.isnan(o)]
+    invariants = assert_invariants(
+        event_id, label=label, accepted_ids=accepted, unanswered_purchases=unanswered
+    )
+    sold = Order.objects.filter(event_id=event_id, status="confirmed")
+    last = max(o.created_at.timestamp() for o in sold) if sold.exists() else opens_at
+    hammer_ids = ctx.ids[args.buyers :]
+    figures = {
+        "event_id": event_id, "rate": "none" if rate is False else rate or "auto",
+        "kinds": {k: _kind(samples, k) for k in KINDS if (samples["kind"] == k).any()},
+        "tickets_per_s": round(invariants["tickets_sold"] / max(last - opens_at, 1e-3), 1),
+        "sold_out_after_open_s": round(last - opens_at, 2),
+        "hammer_orders": sold.filter(user_id__in=hammer_ids).count(),
+        "hammer_tickets": sum(sold.filter(user_id__in=hammer_ids).values_list("quantity", flat=True)),
+        "cpu_cores": cpu, "client_peak_rss_mb": peak, "seconds": round(seconds, 1),
+        "invariants": invariants,
+    }  # fmt: skip
+    if rate is not False:
+        hits = _django_public_hits(ctx.api) - public_before
+        figures["public_at_django_per_s"] = round(hits / seconds, 2)
+        figures["public_at_django"], figures["fairness"] = hits, _fairness(buyers)
+    return figures
+
+
+def _rss(pid: int) -> int:
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20)
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def _django_public_hits(api: str) -> float:
+    text = requests.get(f"{api}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("http_request_duration_seconds_count") and PUBLIC_ROUTE in line
+               and 'method="GET"' in line)  # fmt: skip
+
+
+def _kind(samples, kind: str) -> dict:
+    mask = samples["kind"] == kind
+    status, latency, codes = (
+        samples["status"][mask],
+        samples["latency"][mask] * 1000,
+        samples["code"][mask],
+    )
+    answered = latency[status != 0]
+    return {
+        "count": int(mask.sum()), "answered": int((status != 0).sum()),
+        "served": int(((status != 0) & (status != 503)).sum()), "busy_503": int((status == 503).sum()),
+        "timeout": int((status == 0).sum()), "within_1s": int(((status != 0) & (latency <= 1000)).sum()),
+        "within_2s": int(((status != 0) & (latency <= 2000)).sum()),
+        "p50_ms": round(float(np.percentile(answered, 50)), 1) if len(answered) else None,
+        "p99_ms": round(float(np.percentile(answered, 99)), 1) if len(answered) else None,
+        "codes": {str(c): int((codes == c).sum()) for c in set(codes.tolist()) if c and c != "nan"},
+    }  # fmt: skip
+
+
+def _spearman(x, y) -> float | None:
+    if len(x) < 3:
+        return None
+    return round(float(np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]), 4)
+
+
+def _fairness(buyers) -> dict:
+    """Early joiners' numbers against their arrival; later ones in arrival order."""
+    keep = (buyers["index"] >= 0) & ~np.isnan(buyers["number"])
+    known = {k: v[keep] for k, v in buyers.items()}
+    early = {k: v[known["early"] == 1] for k, v in known.items()}
+    late = {k: v[known["early"] == 0] for k, v in known.items()}
+    order = np.argsort(late["joined_start"])
+    ends, numbers = late["joined_end"][order], late["number"][order]
+    by_end = np.argsort(late["joined_end"])  # a join answered before another began is ahead
+    prefix = np.maximum.accumulate(late["number"][by_end]) if len(ends) else []
+    behind = np.searchsorted(late["joined_end"][by_end], late["joined_start"][order]) - 1
+    inversions = int(sum(1 for i, b in enumerate(behind) if b >= 0 and prefix[b] > numbers[i]))
+    return {
+        "early_with_number": len(early["number"]), "late_with_number": len(late["number"]),
+        "early_rho": _spearman(early["joined_start"], early["number"]),
+        "early_all_before_late": bool(not len(late["number"]) or not len(early["number"])
+                                      or early["number"].max() < late["number"].min()),
+        "late_rho": _spearman(late["joined_start"], late["number"]), "late_out_of_order": inversions,
+        "late_checked_pairs": int((np.asarray(behind) >= 0).sum()) if len(ends) else 0,
+    }  # fmt: skip
+
+
+def _table(path: str) -> dict[str, np.ndarray]:
+    """A CSV as columns: numbers as floats ('' -> NaN), the rest as strings."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    columns = {}
+    for name, values in zip(
+        rows[0], zip(*rows[1:], strict=True) if rows[1:] else [()] * len(rows[0]), strict=True
+    ):
+        try:
+            columns[name] = np.array([float(v) if v else np.nan for v in values], dtype=float)
+        except ValueError:
+            columns[name] = np.array(values, dtype=str)
+    return columns
+
+
+def reference_run(ctx) -> dict:
+    """The same sale (tickets, 1-4 per order) by the benchmark's 64 clients, no crowd."""
+    from loadtests import scenarios
+
+    args = SimpleNamespace(tickets=ctx.args.tickets, concurrency=64, max_requests=500_000,
+                           sale_timeout=60.0, profile=False, duration=6.0)  # fmt: skip
+    bench = scenarios.Context(args, ctx.group, ctx.meter, ctx.args.database, ctx.door.base_url,
+                              ctx.tokens[:256], ctx.ids[:256], ctx.work)  # fmt: skip
+    sale = scenarios.scenario_sale(bench)
+    return {"tickets_per_s": _speed(sale["event_id"]), "sold_out_after_open_s": sale["sold_out_after_open_s"],
+            "cpu_cores": sale["cpu_cores"], "invariants": sale["invariants"]}  # fmt: skip
+
+
+def present_run(ctx, connections: int) -> dict:
+    """The benchmark's own flash crowd (scenarios.scenario_crowd), through the door."""
+    from loadtests import scenarios
+
+    args = SimpleNamespace(tickets=ctx.args.tickets, concurrency=64, max_requests=500_000,
+                           sale_timeout=90.0, profile=False, duration=6.0)  # fmt: skip
+    bench = scenarios.Context(args, ctx.group, ctx.meter, ctx.args.database, ctx.door.base_url,
+                              ctx.tokens[:connections], ctx.ids[:connections], ctx.work)  # fmt: skip
+    crowd = scenarios.scenario_crowd(bench, connections)
+    samples, kinds = crowd.pop("_samples"), {}
+    for kind in ("buy", "poll"):
+        mask = samples.kind == kind
+        outcome, latency = samples.outcome[mask].astype(str), samples.latency[mask] * 1000
+        busy, none = np.char.startswith(outcome, "busy_"), np.char.startswith(outcome, "error_")
+        kinds["purchase" if kind == "buy" else kind] = {
+            "count": int(mask.sum()), "answered": int((~none).sum()), "served": int((~none & ~busy).sum()),
+            "busy_503": int(busy.sum()), "timeout": int(none.sum()),
+            "within_1s": int((~none & (latency <= 1000)).sum()), "within_2s": int((~none & (latency <= 2000)).sum()),
+            "p50_ms": round(float(np.percentile(latency[~none], 50)), 1) if (~none).any() else None,
+            "p99_ms": round(float(np.percentile(latency[~none], 99)), 1) if (~none).any() else None,
+        }  # fmt: skip
+    return {"kinds": kinds, "tickets_per_s": _speed(crowd["event_id"]), "cpu_cores": crowd["cpu_cores"],
+            "invariants": crowd["invariants"], "sold_out_after_open_s": crowd["sold_out_after_open_s"]}  # fmt: skip
+
+
+def _speed(event_id: int) -> float:
+    """Tickets sold per second from the opening to the last accepted order."""
+    from core.models import Event, Order
+
+    opens = Event.objects.get(pk=event_id).sale_starts_at.timestamp()
+    sold = Order.objects.filter(event_id=event_id, status="confirmed")
+    last = max(o.created_at.timestamp() for o in sold)
+    return round(sum(o.quantity for o in sold) / max(last - opens, 1e-3), 1)
+
+
+def markdown(results: dict) -> str:
+    """The figures as tables: per request kind, then per run (speed, fairness, cost)."""
+    runs = results["runs"]
+    lines = [
+        "# The crowd through the front door, with and without the waiting room",
+        "",
+        f"`{results['command']}` at commit `{results['commit']}` (HAProxy nice {results['haproxy_nice']}).",
+        "",
+    ]
+    for label, run in runs.items():
+        if "kinds" not in run:
+            continue
+        lines += [
+            f"## {label}",
+            "",
+            "| kind | requests | answered | served | 503 busy | time-out | <=1 s | <=2 s "
+            "| p50 ms | p99 ms | refusal codes |",
+            "|---|" + "---:|" * 9 + "---|",
+        ]
+        for kind, k in run["kinds"].items():
+            codes = ", ".join(f"{c} {n}" for c, n in sorted(k.get("codes", {}).items()))
+            lines.append(
+                f"| {kind} | {k['count']} | {k['answered']} | {k['served']} | {k['busy_503']} | "
+                f"{k['timeout']} | {k['within_1s']} | {k['within_2s']} | {k['p50_ms']} | {k['p99_ms']} | {codes} |"
+            )
+        lines.append("")
+    lines += ["## Per run", "", "| run | tickets/s | sold out after opening s | hammer orders (tickets) | "
+              "public state at Django /s | client cores | API cores | other cores | tickets sold / total |",
+              "|---|" + "---:|" * 8]  # fmt: skip
+    for label, run in runs.items():
+        cpu, inv = run.get("cpu_cores", {}), run.get("invariants", {})
+        lines.append(f"| {label} | {run.get('tickets_per_s')} | {run.get('sold_out_after_open_s')} | "
+                     f"{run.get('hammer_orders', '')} ({run.get('hammer_tickets', '')}) | {run.get('public_at_django_per_s', '')} | "
+                     f"{cpu.get('crowd_client', cpu.get('loadgen', ''))} | {cpu.get('api')} | {cpu.get('other')} | "
+                     f"{inv.get('tickets_sold')} / {inv.get('total')} |")  # fmt: skip
+    lines += [
+        "",
+        "## Fairness (room runs)",
+        "",
+        "| run | early with a number | early rho | early all before later "
+        "| later with a number | later rho | later out of order / pairs checked |",
+        "|---|" + "---:|" * 6,
+    ]
+    for label, run in runs.items():
+        f = run.get("fairness")
+        if f:
+            lines.append(
+                f"| {label} | {f['early_with_number']} | {f['early_rho']} | {f['early_all_before_late']} | "
+                f"{f['late_with_number']} | {f['late_rho']} | {f['late_out_of_order']} / {f['late_checked_pairs']} |"
+            )
+    if results.get("failure"):
+        lines += ["", f"**{results['failure']}**"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tests.invariants import InvariantError
+
+    work = Path(tempfile.mkdtemp(prefix="bench-crowd-"))
+    group, api, door, tokens, ids = stack_up(args, work)
+    meter = Meter(group)
+    meter.start()
+    ctx = SimpleNamespace(
+        args=args, group=group, api=api, door=door, tokens=tokens, ids=ids, work=work, meter=meter
+    )
+    results = {"command": "python -m loadtests.crowd " + " ".join(argv or sys.argv[1:]),
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                        text=True).stdout.strip(), "haproxy_nice": args.nice, "runs": {}}  # fmt: skip
+    status = 0
+    try:
+        if args.reference:
+            results["runs"]["reference"] = reference_run(ctx)
+        for rate in args.rates.split(","):
+            if rate.strip():
+                label = f"room_{rate.strip()}"
+                value = None if rate.strip() == "auto" else int(rate)
+                results["runs"][label] = crowd_run(args, ctx, label, rate=value)
+        if args.no_room:
+            results["runs"]["no_room"] = crowd_run(args, ctx, "no_room", rate=False)
+        if args.present:
+            results["runs"][f"present_{args.present}"] = present_run(ctx, args.present)
+    except InvariantError as exc:
+        results["failure"], status = f"INVARIANT BROKEN: {exc}", 2
+    finally:
+        group.stop_all()
+        meter.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "crowd.json").write_text(json.dumps(results, indent=1, default=str))
+    (args.out / "crowd.md").write_text(markdown(results))
+    print(markdown(results))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
