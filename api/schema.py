@@ -16,7 +16,10 @@ _DESCRIPTIONS = {
     "room (`waiting_room_closed`), or you have not joined it (`not_in_waiting_room`).",
     409: "Refused: `sold_out`, `insufficient_tickets`, `limit_exceeded`, `sale_not_open`, "
     "`request_in_progress`, `order_not_cancellable`, `event_has_sales`, "
-    "`total_below_committed`.",
+    "`total_below_committed`; a purchase on an event with a waiting room: "
+    "`not_admitted_yet` (field `position`: numbers still ahead, null if not known yet; "
+    "Retry-After: the estimated wait), `admission_expired` (the admission ran out unused), "
+    "`not_in_waiting_room` (join the room first).",
     415: "The body is not JSON (`unsupported_media_type`).",
     422: "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
     429: "Rate limited (`throttled`); see Retry-After.",

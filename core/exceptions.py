@@ -161,6 +161,15 @@ class NotAdmittedYetError(ConflictError):
         self.retry_after = retry_after
 
 
+class NotJoinedToBuyError(ConflictError):
+    """A purchase on an event with a waiting room by a buyer who never joined it: the
+    same code as the own state's 404, as a 409 here (the event is there; the purchase
+    conflicts with the room)."""
+
+    code = "not_in_waiting_room"
+    message = "This event has a waiting room: join it first, then buy once admitted."
+
+
 class AdmissionExpiredError(ConflictError):
     code = "admission_expired"
     message = "Your admission from the waiting room has expired."

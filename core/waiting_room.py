@@ -3,9 +3,9 @@
 PostgreSQL keeps the rooms and every buyer's entry (core.models.WaitingRoom,
 WaitingRoomEntry); Redis keeps a copy rebuilt from them after a loss
 (core/services/waiting_room_rebuild.py) and the counter, advanced lazily inside the Lua
-call of every room request. The scripts are core/room.lua, a library of local
-functions, followed by an entry script (core/room_join.lua, room_state.lua,
-room_admin.lua, room_load.lua). The key layout is in core/room.lua's header; every
+call of every room request. The scripts are core/gate/room.lua, a library of local
+functions, followed by an entry script (core/gate/room_join.lua, room_state.lua,
+room_admin.lua, room_load.lua). The key layout is in core/gate/room.lua's header; every
 key is in the event's slot `{ev:N}`, beside the gate's.
 
 The counter. Every number <= `serving` is admitted. With a fixed rate r, serving moves
@@ -18,52 +18,43 @@ second, so a new joiner is admitted at once); each admission range expires
 `admission_seconds` after it was given, and its numbers that bought nothing are added
 to serving (an admission that expires unused lets the next buyer in).
 
-The purchase's admission check (to come) inside the gate's reserve script:
-  1. Register the reserve script as `room_script(<stock_reserve.lua's text>)`: the
-     library comes first, so its body may call the functions of core/room.lua.
-  2. Append `room_keys(event_id)` (six keys) to the reserve call's KEYS after today's
-     seven, at 8..13, and name them once in the body:
-     `local room = room_keyset(KEYS, 8, KEYS[1])` (KEYS[1] is the gate hash).
-  3. After the rate limit, the idempotency replay, the sale window and the sold-out
-     check (their answers do not change), before the stock is taken:
-       local a = room_admission_of(room, ARGV[1], now)   -- user id string, now a number
-     and branch on `a.status`:
-       'missing'    -> return {'missing', 0}: the caller rebuilds the gate AND the room
-                       (waiting_room_rebuild; it writes {on = 0} for an event without a
-                       room) and asks again. Never read a missing room as "no room".
-       'closed'     -> no waiting room: on exactly as today.
-       'admitted'   -> on as today; once the stock is taken (the 'ok' path),
-                       `room_bought(room, a.r, a.number, now)`: the next buyer gets in
-                       on the next call (automatic), and a rebuild knows from the order.
-       'not_joined', 'waiting' -> `a.recent = room_recent(room, now)`, then
-                       return {'not_admitted', 0, unpack(room_reply(a))}
-       'expired'    -> return {'admission_expired', 0, unpack(room_reply(a))}
-       'sold_out'   -> does not happen after the sold-out check.
-     Python parses reply[2:] with `RoomAnswer.parse(..., now=now)` and raises
-     NotAdmittedYetError(position=max(answer.position or 0, 0) or None for an early
-     joiner before the opening, retry_after=EntryState.of(answer).retry_after) or
-     AdmissionExpiredError (core/exceptions.py). Still one Lua call, one round trip; an
-     event without a room pays one HMGET of its {on = 0} hash.
+The purchase's admission check, inside the gate's reserve call (core/gate/reserve.lua,
+registered after this library: core/gate/keys.py). The room's six keys follow the
+gate's seven (KEYS[8..13]). After the rate limit, the idempotency replay, the sale
+window and the sold-out check (their answers do not depend on the room), before the
+stock is taken, `room_admission_of` places the buyer:
+  'missing'    -> 'missing': the caller rebuilds the gate AND the room (gate_ensure,
+                  which writes {on = 0} for an event without a room) and asks again.
+                  A missing room is never read as "no room".
+  'closed'     -> no waiting room: on exactly as without one.
+  'admitted'   -> on; once the stock is taken, `room_bought`: the admission no longer
+                  holds a place (automatic admission lets the next in).
+  'not_joined' -> 'not_joined' (409 not_in_waiting_room).
+  'waiting'    -> 'not_admitted' + room_reply (409 not_admitted_yet, position and
+                  Retry-After from `room_wait_estimate`).
+  'expired'    -> 'admission_expired' + room_reply (409 admission_expired).
+Still one Lua call, one round trip; an event without a room pays one HMGET of its
+{on = 0} hash. The commit (core/services/orders.py) does not check admission again: an
+order accepted while its buyer was admitted is honoured, however long its commit takes.
+A reservation given back after the accept (the INSERT failed) leaves its number counted
+as bought: the next buyer was let in already, and the buyer may retry while admitted.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from core.gate.keys import gate_keys
+from django.conf import settings
+
+from core.gate.keys import gate_keys, room_keys
 from core.redis_client import get_redis
 
-_LUA_DIR = Path(__file__).resolve().parent
-
-
-def room_keys(event_id: int) -> list[str]:
-    """The six keys of an event's room, in room_keyset's order (core/room.lua)."""
-    base = f"room:{{ev:{event_id}}}"
-    return [base, *(f"{base}:{name}" for name in ("early", "late", "admits", "ranges", "bought"))]
+_LUA_DIR = Path(__file__).resolve().parent / "gate"
 
 
 def room_rate_key(*, event_id: int, user_id: int, window: int) -> str:
@@ -71,7 +62,7 @@ def room_rate_key(*, event_id: int, user_id: int, window: int) -> str:
 
 
 def room_script(body: str):
-    """Register core/room.lua followed by `body` on the current client."""
+    """Register core/gate/room.lua followed by `body` on the current client."""
     return _registered(body, get_redis())
 
 
@@ -100,7 +91,7 @@ class RoomStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RoomAnswer:
-    """One reply of core/room.lua's room_reply, parsed once."""
+    """One reply of core/gate/room.lua's room_reply, parsed once."""
 
     status: RoomStatus
     number: int | None  # None: not joined, or early before the opening
@@ -204,7 +195,7 @@ def room_read(
 
 
 def room_admin(*, event_id: int, mode: str, now: float, args: tuple = ()) -> str:
-    """Run one mode of core/room_admin.lua ('on', 'off', 'leave', 'bought')."""
+    """Run one mode of core/gate/room_admin.lua ('on', 'off', 'leave', 'bought')."""
     return room_script(_body("admin"))(
         keys=_call_keys(event_id, "")[:7], args=[mode, f"{now:.6f}", *args]
     )
@@ -213,7 +204,7 @@ def room_admin(*, event_id: int, mode: str, now: float, args: tuple = ()) -> str
 def room_bought(*, event_id: int, user_id: int, now: float | None = None) -> str:
     """Record that an admitted buyer bought ('ok', 'not_admitted', 'closed', 'missing').
 
-    Phase 2 does this inside the gate's reserve call; here for tests and tools.
+    A purchase does this inside the gate's reserve call; this is for tests and tools.
     """
     now = time.time() if now is None else now
     return room_admin(event_id=event_id, mode="bought", now=now, args=(user_id,))
@@ -238,3 +229,27 @@ def room_admitted_recent(ranges: list[str], *, now: float) -> int:
         if float(began) >= now - RECENT_SECONDS:
             admitted += int(last) - int(first) + 1
     return admitted
+
+
+def room_wait_estimate(answer: RoomAnswer, *, now: float) -> float | None:
+    """Seconds until a waiting buyer is admitted: the time to the opening, then its
+    position at the room's pace (the fixed rate; automatic: the admissions of the last
+    10 s, or capacity per admission lag before any). 0 when admitted, None when over."""
+    if answer.status is RoomStatus.ADMITTED:
+        return 0.0
+    if answer.status is not RoomStatus.WAITING:
+        return None
+    before = max(0.0, answer.opens - now)
+    if answer.position is None:  # early, before the opening: the place is decided then
+        return round(before, 1)
+    pace = answer.rate or answer.admitted_recent / RECENT_SECONDS
+    if not pace:
+        pace = max(answer.capacity, 1) / settings.WAITING_ROOM_ADMISSION_LAG_SECONDS
+    return round(before + max(answer.position, 0) / pace, 1)
+
+
+def room_retry_after(wait: float | None) -> int:
+    """Retry-After for a waiting buyer: the estimated wait, within [1, the maximum]."""
+    if wait is None:
+        return settings.WAITING_ROOM_MAX_RETRY_AFTER
+    return min(max(math.ceil(wait), 1), settings.WAITING_ROOM_MAX_RETRY_AFTER)

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from core.services.waiting_room_rebuild import waiting_room_persist_all
+from core.services.waiting_room_persist import waiting_room_persist_all
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,10 @@ Modules, in the order a purchase meets them:
   line.py     the buyers' line: positions and waits for polls, commit batches' counts
   store.py    writes from PostgreSQL (build, reconcile) and event changes
   keys.py     key names and the Lua scripts (reserve.lua, release.lua, adjust.lua,
-              load.lua, line.lua: beside it)
+              load.lua, line.lua: beside it; reserve.lua is registered after the
+              waiting room's library, room.lua, and checks the buyer's admission)
+The waiting room's scripts (room.lua, room_*.lua) live here too, one place for the Lua
+of an event's slot; their Python side is core/waiting_room.py.
 
 Per event:
   ``gate:{ev:N}``           hash: remaining, starts, ends, limit (0 = none), seq, and the
@@ -24,4 +27,5 @@ Per event:
   ``gate:{ev:N}:batches``   hash: commit batch id -> when it began, while it runs
   ``gate:{ev:N}:drain``     flag: a drain of the event is queued or running
                             (core/services/drain.py)
+  ``room:{ev:N}...``        the event's waiting room ({on = 0} without one; room.lua)
 """

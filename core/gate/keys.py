@@ -15,6 +15,9 @@ _SOURCES = {
     name: (_LUA_DIR / f"{name}.lua").read_text()
     for name in ("reserve", "release", "adjust", "load", "line")
 }
+# The reserve script checks the waiting room's admission in its own call: the room's
+# library (room.lua, local functions only) comes first (core/waiting_room.py).
+_SOURCES["reserve"] = (_LUA_DIR / "room.lua").read_text() + "\n" + _SOURCES["reserve"]
 _registered: dict[str, Script] = {}
 
 
@@ -32,6 +35,12 @@ def gate_keys(event_id: int) -> tuple[str, str, str]:
     """The gate hash, the buyers hash, the in-flight zset."""
     base = f"gate:{{ev:{event_id}}}"
     return base, f"{base}:buyers", f"{base}:inflight"
+
+
+def room_keys(event_id: int) -> list[str]:
+    """The six keys of an event's waiting room, in room_keyset's order (room.lua)."""
+    base = f"room:{{ev:{event_id}}}"
+    return [base, *(f"{base}:{name}" for name in ("early", "late", "admits", "ranges", "bought"))]
 
 
 def key_or_absent(key: str, event_id: int) -> str:

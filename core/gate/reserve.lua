@@ -1,14 +1,18 @@
--- Reserve tickets for one purchase request, atomically.
+-- Reserve tickets for one purchase request, atomically. Registered after the waiting
+-- room's library (core/gate/room.lua), whose functions check the buyer's admission here.
 -- KEYS: 1 gate hash, 2 buyers hash, 3 in-flight zset, 4 idempotency key ('' = none),
 --       5 the buyer's request counter for this rate window ('' = no rate limit),
---       6 the event's served log, 7 its commit batches in progress (core/gate/line.lua);
+--       6 the event's served log, 7 its commit batches in progress (core/gate/line.lua),
+--       8-13 the event's waiting room (room_keyset's order; {on = 0}: no room);
 --       an absent key 4 or 5 may also come as KEYS[1] .. ':-' (Redis Cluster wants
 --       every key of a script in one slot, and '' hashes to slot 0)
 -- ARGV: 1 user id, 2 quantity, 3 now (epoch s), 4 operation id,
 --       5 request fingerprint, 6 idempotency TTL (s), 7 requests allowed per window,
 --       8 window length (s)
 -- Returns {status, value}: ok/remaining, replay/stored value, missing, sale_not_open,
--- sold_out, insufficient/remaining, limit/allowance, throttled/0. An 'ok' also carries
+-- sold_out, insufficient/remaining, limit/allowance, throttled/0, not_joined/0, and
+-- not_admitted/0 or admission_expired/0 followed by the room's reply (room_reply, parsed
+-- by core/waiting_room.py's RoomAnswer). An 'ok' also carries
 -- the order's number in the event's line and the line as it stands (core/gate/line.py):
 -- line name, number, served, trusted name, served log, batch starts. The line is opened
 -- by the first accept on this gate and named after its operation id.
@@ -36,6 +40,19 @@ if (starts > 0 and now < starts) or (ends > 0 and now >= ends) then
 end
 local remaining, qty = tonumber(gate[1]), tonumber(ARGV[2])
 if remaining <= 0 then return {'sold_out', 0} end
+-- The waiting room, after the answers that do not depend on it (a replay of an accepted
+-- order is answered even once its admission has expired) and before the stock is taken.
+local room = room_keyset(KEYS, 8, KEYS[1])
+local admission = room_admission_of(room, ARGV[1], now)
+local status = admission.status
+if status == 'missing' then return {'missing', 0} end  -- rebuild the gate and the room
+if status == 'not_joined' then return {'not_joined', 0} end
+if status == 'waiting' or status == 'expired' then
+  admission.recent = room_recent(room, now)
+  local refusal = status == 'waiting' and 'not_admitted' or 'admission_expired'
+  return {refusal, 0, unpack(room_reply(admission))}
+end
+-- 'closed' (no room) and 'admitted' go on ('sold_out' cannot follow the check above).
 if remaining < qty then return {'insufficient', remaining} end
 local limit = tonumber(gate[4])
 if limit > 0 then
@@ -56,6 +73,8 @@ if not line then
   redis.call('HSET', KEYS[1], 'line', line, 'opened', ARGV[3], 'arrived', 0, 'served', 0)
   if nobody then redis.call('HSET', KEYS[1], 'trusted', line) end
 end
+-- Bought: the admission no longer holds a place (automatic admission lets the next in).
+if status == 'admitted' then room_bought(room, admission.r, admission.number, now) end
 local number = redis.call('HINCRBY', KEYS[1], 'arrived', 1)
 local seen = redis.call('HMGET', KEYS[1], 'served', 'trusted')
 return {'ok', remaining - qty, line, number, seen[1] or '0', seen[2] or '',

@@ -27,7 +27,9 @@ from core.gate.keys import (
     key_or_absent,
     line_keys,
     rate_key,
+    room_keys,
 )
+from core.waiting_room import RoomAnswer, room_retry_after, room_wait_estimate
 
 # Batches older than this (s) are left out of the served rate and of the estimate.
 LOG_WINDOW_SECONDS = 10.0
@@ -82,6 +84,10 @@ class GateStatus(StrEnum):
     SOLD_OUT = "sold_out"
     INSUFFICIENT = "insufficient"
     LIMIT = "limit"
+    # The event's waiting room (core/waiting_room.py) refuses before the stock is taken:
+    NOT_JOINED = "not_joined"  # the buyer never joined it
+    NOT_ADMITTED = "not_admitted"  # joined, its number not served yet
+    ADMISSION_EXPIRED = "admission_expired"  # admitted, and the admission ran out unused
 
 
 @dataclass(frozen=True)
@@ -181,19 +187,23 @@ class GateReply:
     status: GateStatus
     tickets_left: int | None = None  # OK (after this reservation), INSUFFICIENT
     tickets_allowed: int | None = None  # LIMIT: what the buyer may still buy
-    retry_after: int | None = None  # THROTTLED: seconds left in the rate window
+    retry_after: int | None = None  # THROTTLED: seconds left in the rate window;
+    # NOT_ADMITTED: the estimated wait for admission
+    position: int | None = None  # NOT_ADMITTED: numbers still ahead (None: not known yet)
     replay: IdempotencyRecord | None = None  # REPLAY
     place: Place | None = None  # OK
     line: Line | None = None  # OK: the line as it stood at this accept
 
 
-def gate_reserve(ask: PurchaseAsk) -> GateReply:
+def gate_reserve(ask: PurchaseAsk, *, now: float | None = None) -> GateReply:
     """Reserve `ask.quantity` for the buyer if their request rate on the event, the sale
-    window, the tickets left and the per-user limit allow (one Redis round trip).
+    window, the tickets left, the event's waiting room (if it has one) and the per-user
+    limit allow (one Redis round trip).
 
-    An accept gets its place in the event's line in the same call.
+    An accept gets its place in the event's line in the same call, and counts as bought
+    in the waiting room. `now` (epoch s) is the clock unless a test moves it.
     """
-    now = time.time()
+    now = time.time() if now is None else now
     event_id, counter, allowed, period = ask.event_id, "", 0, 0
     if ask.rate:
         allowed, period = ask.rate
@@ -204,11 +214,12 @@ def gate_reserve(ask: PurchaseAsk) -> GateReply:
             key_or_absent(ask.idem_key, event_id),
             key_or_absent(counter, event_id),
             *line_keys(event_id)[1:],
+            *room_keys(event_id),
         ],
         args=[
             ask.user_id,
             ask.quantity,
-            f"{now:.3f}",
+            f"{now:.6f}",
             ask.operation_id,
             ask.fingerprint,
             settings.IDEMPOTENCY_KEY_TTL_SECONDS,
@@ -221,7 +232,8 @@ def gate_reserve(ask: PurchaseAsk) -> GateReply:
 
 def _reply(raw: list, *, event_id: int, now: float, period: int) -> GateReply:
     """Parse reserve.lua's reply: {status, value} or, for ok, {'ok', remaining, line name,
-    number, served, trusted, served log, batch starts}."""
+    number, served, trusted, served log, batch starts}, or for a waiting room's refusal
+    {status, 0, the room's reply}."""
     status = GateStatus(raw[0])
     if status is GateStatus.OK:
         name, number, served, trusted, log, batches = raw[2:]
@@ -238,6 +250,11 @@ def _reply(raw: list, *, event_id: int, now: float, period: int) -> GateReply:
         return GateReply(status, tickets_allowed=int(raw[1]))
     if status is GateStatus.THROTTLED:
         return GateReply(status, retry_after=max(1, int(period - now % period + 0.999)))
+    if status is GateStatus.NOT_ADMITTED:
+        answer = RoomAnswer.parse(raw[2:], now=now)
+        position = None if answer.position is None else max(answer.position, 0)
+        wait = room_wait_estimate(answer, now=now)
+        return GateReply(status, position=position, retry_after=room_retry_after(wait))
     return GateReply(status)
 
 

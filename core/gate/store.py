@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from core.gate.keys import drain_flag_key, gate_keys, gate_script
+from core.gate.keys import drain_flag_key, gate_keys, gate_script, room_keys
 from core.gate.reserve import GateStatus
 from core.redis_client import get_redis
 
@@ -95,5 +95,6 @@ def gate_held(*, event_id: int, user_id: int) -> int:
 
 
 def gate_forget(*, event_id: int) -> None:
-    """Drop an event's gate (the event is gone); idempotency records expire by themselves."""
-    get_redis().delete(*gate_keys(event_id), drain_flag_key(event_id))
+    """Drop an event's gate and waiting room (the event is gone); idempotency records
+    expire by themselves."""
+    get_redis().delete(*gate_keys(event_id), *room_keys(event_id), drain_flag_key(event_id))

@@ -1,6 +1,7 @@
 """Writes to events, keeping the gate's stock and sale window in step."""
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from core.gate.keys import new_operation_id
 from core.gate.store import gate_forget, gate_load, gate_operation_begin, gate_operation_end
 from core.models import Event, Order
 from core.selectors import event_gate_snapshot, event_remaining, event_sale_window
+from core.waiting_room import room_load
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,12 @@ EDITABLE_FIELDS = {
 
 
 def event_create(**fields: Any) -> Event:
-    """Create an event and open its gate (lazily rebuilt later if Redis is down)."""
+    """Create an event and open its gate, without a waiting room (both lazily rebuilt
+    later if Redis is down)."""
     event = Event.objects.create(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
     try:
         gate_load(event_id=event.pk, snapshot=event_gate_snapshot(event=event))
+        room_load(event_id=event.pk, now=time.time(), fields={"on": 0})
     except redis.RedisError:
         logger.warning("gate not built at creation", extra={"event_id": event.pk})
     return event

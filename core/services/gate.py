@@ -1,24 +1,29 @@
 """Keeping the Redis gate in step with PostgreSQL: lazy rebuild and reconciliation."""
 
 import logging
+import time
 
 from core.gate.store import gate_load, gate_observe
 from core.models import Event
 from core.selectors import event_gate_snapshot, events_on_sale
+from core.services.waiting_room_rebuild import waiting_room_rebuild
 
 logger = logging.getLogger(__name__)
 
 
-def gate_ensure(*, event_id: int) -> bool:
-    """Build an event's gate from PostgreSQL if it is missing; return False if no event.
+def gate_ensure(*, event_id: int, now: float | None = None) -> bool:
+    """Build an event's gate and its waiting room ({on = 0} without one) from PostgreSQL
+    where Redis lacks them; return False if no event.
 
-    Safe to call from many processes at once: the first write wins and later ones see
-    the gate present and change nothing.
+    The reserve script reads both, so it answers 'missing' when either is gone: both are
+    rebuilt together. Safe to call from many processes at once: the first write wins and
+    later ones see the gate and the room present and change nothing.
     """
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return False
     gate_load(event_id=event_id, snapshot=event_gate_snapshot(event=event))
+    waiting_room_rebuild(event_id=event_id, now=time.time() if now is None else now)
     return True
 
 

@@ -2,8 +2,9 @@
 
 Four steps, in this order, each a function below:
 1. reserve   core/gate/reserve.py: one Redis Lua call reserves the tickets or refuses
-             (a refusal touches neither PostgreSQL nor the broker); a missing gate is
-             rebuilt from PostgreSQL first (core/services/gate.py).
+             (a refusal touches neither PostgreSQL nor the broker); on an event with a
+             waiting room the same call checks the buyer's admission; a missing gate
+             or room is rebuilt from PostgreSQL first (core/services/gate.py).
 2. record    one INSERT of the pending order (core/services/orders.py); if it fails,
              the reservation is given back before the error reaches the caller.
 3. schedule  one Redis pipeline ends the reservation's flight, writes the order's card
@@ -24,12 +25,15 @@ from kombu.exceptions import OperationalError
 
 from core.cards import order_card_fill, order_card_of
 from core.exceptions import (
+    AdmissionExpiredError,
     DatabaseUnavailableError,
     GateUnavailableError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     InsufficientTicketsError,
+    NotAdmittedYetError,
     NotFoundError,
+    NotJoinedToBuyError,
     PurchaseLimitError,
     QueueUnavailableError,
     SaleClosedError,
@@ -114,7 +118,8 @@ def _reserve(ask: PurchaseAsk) -> GateReply:
     try:
         reply = gate_reserve(ask)
         if reply.status is GateStatus.MISSING:
-            # First purchase, or Redis lost its keys: rebuild from PostgreSQL and retry.
+            # First purchase, or Redis lost its keys: rebuild the gate and the waiting
+            # room from PostgreSQL and retry.
             try:
                 found = gate_ensure(event_id=ask.event_id)
             except DatabaseError:
@@ -146,6 +151,12 @@ def _raise_refusal(reply: GateReply) -> None:
         )
     if status is GateStatus.SALE_NOT_OPEN:
         raise SaleClosedError()
+    if status is GateStatus.NOT_ADMITTED:
+        raise NotAdmittedYetError(position=reply.position, retry_after=reply.retry_after)
+    if status is GateStatus.ADMISSION_EXPIRED:
+        raise AdmissionExpiredError()
+    if status is GateStatus.NOT_JOINED:
+        raise NotJoinedToBuyError()
     if status is GateStatus.MISSING:
         raise GateUnavailableError()
 

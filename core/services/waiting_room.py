@@ -10,7 +10,6 @@ takes `now` (epoch s; the clock when None) so tests can move time.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable
@@ -29,10 +28,16 @@ from core.exceptions import (
     WaitingRoomUnavailableError,
 )
 from core.models import Event, WaitingRoom, WaitingRoomEntry
-from core.services.waiting_room_rebuild import waiting_room_rebuild
-from core.waiting_room import RoomAnswer, RoomStatus, room_admin, room_join, room_read
-
-ADMISSION_WINDOW_SECONDS = 10  # room.lua's room_recent
+from core.services.gate import gate_ensure
+from core.waiting_room import (
+    RoomAnswer,
+    RoomStatus,
+    room_admin,
+    room_join,
+    room_read,
+    room_retry_after,
+    room_wait_estimate,
+)
 
 
 @dataclass(frozen=True)
@@ -60,31 +65,8 @@ class EntryState:
             admitted_until=answer.admitted_until if answer.status is RoomStatus.ADMITTED else None,
             estimated_wait_seconds=wait,
             created=answer.created,
-            retry_after=_retry_after(wait) if waiting else None,
+            retry_after=room_retry_after(wait) if waiting else None,
         )
-
-
-def room_wait_estimate(answer: RoomAnswer, *, now: float) -> float | None:
-    """Seconds until a waiting buyer is admitted: the time to the opening, then its
-    position at the room's pace (the fixed rate; automatic: the admissions of the last
-    10 s, or capacity per admission lag before any). 0 when admitted, None when over."""
-    if answer.status is RoomStatus.ADMITTED:
-        return 0.0
-    if answer.status is not RoomStatus.WAITING:
-        return None
-    before = max(0.0, answer.opens - now)
-    if answer.position is None:  # early, before the opening: the place is decided then
-        return round(before, 1)
-    pace = answer.rate or answer.admitted_recent / ADMISSION_WINDOW_SECONDS
-    if not pace:
-        pace = max(answer.capacity, 1) / settings.WAITING_ROOM_ADMISSION_LAG_SECONDS
-    return round(before + max(answer.position, 0) / pace, 1)
-
-
-def _retry_after(wait: float | None) -> int:
-    if wait is None:
-        return settings.WAITING_ROOM_MAX_RETRY_AFTER
-    return min(max(math.ceil(wait), 1), settings.WAITING_ROOM_MAX_RETRY_AFTER)
 
 
 def _ask(event_id: int, now: float, call: Callable[[], RoomAnswer]) -> RoomAnswer:
@@ -92,7 +74,7 @@ def _ask(event_id: int, now: float, call: Callable[[], RoomAnswer]) -> RoomAnswe
     try:
         answer = call()
         if answer.status is RoomStatus.MISSING:
-            waiting_room_rebuild(event_id=event_id, now=now)
+            _rebuild(event_id, now)
             answer = call()
     except redis.RedisError:
         raise WaitingRoomUnavailableError() from None
@@ -101,6 +83,12 @@ def _ask(event_id: int, now: float, call: Callable[[], RoomAnswer]) -> RoomAnswe
     if answer.status is RoomStatus.CLOSED:
         raise WaitingRoomClosedError()
     return answer
+
+
+def _rebuild(event_id: int, now: float) -> None:
+    """Rebuild the event's gate and room from PostgreSQL (Redis lost them)."""
+    if not gate_ensure(event_id=event_id, now=now):
+        raise NotFoundError()
 
 
 def _throttled(rate: tuple[int, int], now: float) -> ThrottledError:
@@ -209,7 +197,7 @@ def waiting_room_configure(
             room.secret, int(created))  # fmt: skip
     try:
         if room_admin(event_id=event_id, mode="on", now=now, args=args) == "missing":
-            waiting_room_rebuild(event_id=event_id, now=now)
+            _rebuild(event_id, now)
             room_admin(event_id=event_id, mode="on", now=now, args=args)
     except redis.RedisError:
         raise WaitingRoomUnavailableError() from None

@@ -2,11 +2,14 @@
 and by the commit (`commit_decide`, in PostgreSQL's figures, when the gate may have been
 lost and rebuilt). Each case runs through both and must come out as the table says.
 
-They agree on stock and the per-user limit. The sale window is the gate's alone, on
-purpose: an order accepted inside the window is honoured however late its commit runs
-(core/services/orders.py), so the commit confirms what the closed window would refuse.
+They agree on stock and the per-user limit. The sale window and the waiting room's
+admission are the gate's alone, on purpose: an order accepted inside the window, by a
+buyer admitted at that moment, is honoured however late its commit runs
+(core/services/orders.py), so the commit confirms what a closed window, a buyer not
+admitted or an expired admission would refuse.
 """
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +27,7 @@ from core.services.orders import (
     order_insert_pending,
     orders_commit,
 )
+from core.services.waiting_room import waiting_room_configure, waiting_room_join
 from tests.factories import confirmed_order
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +39,13 @@ SAME_RULE = {
     GateStatus.SOLD_OUT: REJECT_REASON_STOCK,
     GateStatus.INSUFFICIENT: REJECT_REASON_STOCK,
     GateStatus.LIMIT: REJECT_REASON_LIMIT,
+}
+# The gate's alone (module docstring): the commit confirms.
+GATE_ALONE = {
+    GateStatus.SALE_NOT_OPEN,
+    GateStatus.NOT_JOINED,
+    GateStatus.NOT_ADMITTED,
+    GateStatus.ADMISSION_EXPIRED,
 }
 
 
@@ -49,6 +60,8 @@ class Case:
     held_by_buyer: int = 0  # confirmed tickets the buyer holds already
     limit: int | None = None
     window: str = "open"  # or "not_yet" or "closed"
+    room: str = ""  # a waiting room (one admitted at a time) and the buyer in it:
+    # "not_joined", "waiting" (another joined first), "admitted", "expired"
 
 
 TABLE = [
@@ -79,7 +92,29 @@ TABLE = [
     # The sale window: the gate's alone (module docstring).
     Case("sale not open yet", GateStatus.SALE_NOT_OPEN, CONFIRMED, window="not_yet"),
     Case("sale closed", GateStatus.SALE_NOT_OPEN, CONFIRMED, window="closed"),
+    # The waiting room's admission: the gate's alone (module docstring).
+    Case("room: never joined", GateStatus.NOT_JOINED, CONFIRMED, room="not_joined"),
+    Case("room: not admitted yet", GateStatus.NOT_ADMITTED, CONFIRMED, room="waiting"),
+    Case("room: admitted", GateStatus.OK, CONFIRMED, room="admitted"),
+    Case("room: admission expired", GateStatus.ADMISSION_EXPIRED, CONFIRMED, room="expired"),
 ]
+
+ADMISSION_SECONDS = 60
+
+
+def _room(event, buyer, other, case: Case) -> float:
+    """Put the buyer in the event's room as `case.room` says; return the reserve's now."""
+    now = time.time()
+    if not case.room:
+        return now
+    waiting_room_configure(
+        event_id=event.pk, rate=None, admission_seconds=ADMISSION_SECONDS, paused=False, now=now
+    )
+    if case.room == "waiting":
+        waiting_room_join(event_id=event.pk, user_id=other.pk, rate=None, now=now)
+    if case.room != "not_joined":
+        waiting_room_join(event_id=event.pk, user_id=buyer.pk, rate=None, now=now)
+    return now + ADMISSION_SECONDS + 1 if case.room == "expired" else now
 
 
 def _event(make_event, buyer, other, case: Case):
@@ -98,12 +133,16 @@ def _event(make_event, buyer, other, case: Case):
 
 
 @pytest.mark.parametrize("case", TABLE, ids=[case.name for case in TABLE])
-def test_the_gate_and_the_commit_decide_each_case_as_the_table_says(case, make_event, make_user):
+def test_the_gate_and_the_commit_decide_each_case_as_the_table_says(
+    case, make_event, make_user, settings
+):
+    settings.WAITING_ROOM_MIN_CAPACITY = 1
     buyer, other = make_user(), make_user()
     event = _event(make_event, buyer, other, case)
     gate_ensure(event_id=event.pk)
+    now = _room(event, buyer, other, case)
 
-    reply = gate_reserve(PurchaseAsk(buyer.pk, event.pk, case.quantity))
+    reply = gate_reserve(PurchaseAsk(buyer.pk, event.pk, case.quantity), now=now)
     order = order_insert_pending(
         user_id=buyer.pk, event_id=event.pk, quantity=case.quantity, idempotency_key=None
     )
@@ -117,7 +156,7 @@ def test_the_gate_and_the_commit_decide_each_case_as_the_table_says(case, make_e
     if case.gate in SAME_RULE:
         assert SAME_RULE[case.gate] == case.commit
     else:
-        assert case.gate is GateStatus.SALE_NOT_OPEN and case.commit == CONFIRMED
+        assert case.gate in GATE_ALONE and case.commit == CONFIRMED
 
 
 def test_a_replayed_idempotency_key_buys_once_at_the_gate_and_in_the_commit(make_event, buyer):

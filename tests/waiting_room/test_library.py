@@ -1,4 +1,4 @@
-"""core/room.lua is a library another script can start with: the gate's reserve script
+"""core/gate/room.lua is a library another script can start with: the gate's reserve script
 will call room_admission_of with the room's keys after its own seven."""
 
 import pytest

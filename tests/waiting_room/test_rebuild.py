@@ -6,7 +6,7 @@ import pytest
 from core.gate.keys import line_keys
 from core.models import Order, WaitingRoom
 from core.services.waiting_room import waiting_room_public, waiting_room_state
-from core.services.waiting_room_rebuild import room_capacity, waiting_room_persist_all
+from core.services.waiting_room_persist import room_capacity, waiting_room_persist_all
 from core.waiting_room import room_bought
 from workers.room_tasks import waiting_room_persist
 

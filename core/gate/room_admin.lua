@@ -1,6 +1,6 @@
 -- An Admin's change of an event's waiting room, or the undo of a join, or a purchase
--- recorded as bought (phase 1: tests; the gate's reserve script does it in its own
--- call). core/room.lua's library comes first.
+-- recorded as bought (for tests and tools: a purchase does it in the gate's reserve
+-- call). core/gate/room.lua's library comes first.
 -- KEYS: 1-6 the room's keys, 7 the gate hash
 -- ARGV: 1 mode, 2 now, then by mode:
 --   'on'    3 rate ('' = automatic), 4 admission seconds, 5 paused (0/1), 6 capacity,

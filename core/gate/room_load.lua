@@ -1,6 +1,6 @@
 -- Write an event's room hash after a rebuild from PostgreSQL (the entries were written
 -- first), unless a room is already on: the first rebuild wins, later ones change
--- nothing. core/room.lua's library comes first.
+-- nothing. core/gate/room.lua's library comes first.
 -- KEYS: 1-6 the room's keys, 7 the gate hash
 -- ARGV: 1 now, then pairs of (room field, value), serving and window among them.
 -- Every number up to `serving` is admitted anew from now (nobody admitted loses the

@@ -1,6 +1,7 @@
 -- The waiting room's library: local functions only, no top-level return, no KEYS or
--- ARGV. The entry scripts (core/room_*.lua) and, in time, the gate's reserve script
--- are this file followed by their own body (core/waiting_room.py, `room_script`).
+-- ARGV. The entry scripts (core/gate/room_*.lua) and the gate's reserve script
+-- (reserve.lua) are this file followed by their own body (core/waiting_room.py's
+-- `room_script`; core/gate/keys.py for reserve.lua).
 --
 -- Keys (all in the event's slot {ev:N}) come as a table `k`:
 --   k.room    hash: on, rate ('' = automatic), paused, window (admission seconds),
@@ -11,7 +12,7 @@
 --   k.admits  zset: admission range 'a:b:t' -> deadline (ranges not yet expired)
 --   k.ranges  zset: admission range 'a:b:t' -> a (every range, to find a number's)
 --   k.bought  zset: number -> number (numbers that bought)
---   k.gate    the gate hash (remaining, starts: the opening; core/stock.py)
+--   k.gate    the gate hash (remaining, starts: the opening; core/gate/__init__.py)
 -- A range 'a:b:t' admitted numbers a..b from time t on; it is extended while the
 -- counter moves within a second of t (so there are at most about one per second).
 

@@ -1,4 +1,4 @@
--- Join an event's waiting room (or read one's place again): core/room.lua's library
+-- Join an event's waiting room (or read one's place again): core/gate/room.lua's library
 -- comes first. Joining twice keeps the place.
 -- KEYS: 1-6 the room's keys (room_keyset), 7 the gate hash, 8 the buyer's request
 --       counter for this rate window (KEYS[1] .. ':-' = no rate limit)

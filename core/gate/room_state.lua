@@ -1,6 +1,6 @@
 -- Read (and advance) an event's waiting room: a buyer's own state, or with no user the
--- public state. core/room.lua's library comes first.
--- KEYS: as core/room_join.lua
+-- public state. core/gate/room.lua's library comes first.
+-- KEYS: as core/gate/room_join.lua
 -- ARGV: 1 user id ('' = the public state), 2 now (epoch s), 3 requests allowed per
 --       window, 4 window (s), 5 a new automatic capacity ('' = keep it)
 -- Returns room_reply: status throttled | missing | closed | ok (public) | not_joined |
