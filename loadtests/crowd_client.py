@@ -32,7 +32,13 @@ from loadtests.clients import raise_open_files_limit  # noqa: E402
 SAMPLE = ["t", "latency", "kind", "status", "code"]
 BUYER = ["index", "arrive", "joined_start", "joined_end", "early", "number", "admitted_seen",
          "outcome", "qty", "order_id"]  # fmt: skip
-FINAL = {"sold_out", "insufficient_tickets", "admission_expired", "limit_exceeded"}
+FINAL = {
+    "sold_out",
+    "insufficient_tickets",
+    "admission_expired",
+    "limit_exceeded",
+    "not_in_waiting_room",
+}
 
 
 class Crowd:
