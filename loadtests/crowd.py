@@ -39,31 +39,18 @@ PUBLIC_ROUTE = 'route="events/<int:event_id>/waiting-room/"'
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add = parser.add_argument
+    add, both = parser.add_argument, argparse.BooleanOptionalAction
     add("--buyers", type=int, default=10_000)
     add("--hammer", type=int, default=200, help="clients that ignore the room and buy")
     add("--tickets", type=int, default=10_000)
-    add(
-        "--rates",
-        default="200",  # measured better than auto: docs/benchmarks/crowd.md
-        help="room runs: buyers/s and/or auto (rate null), comma-separated",
-    )
+    # 200/s measured better than auto (docs/benchmarks/crowd.md)
+    add("--rates", default="200", help="room runs: buyers/s and/or auto, comma-separated")
     add("--admission-seconds", type=int, default=30)
-    add(
-        "--no-room",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the crowd without one",
-    )
+    add("--no-room", action=both, default=True, help="the crowd without a room")
     add("--present", type=int, default=2000, help="the benchmark's crowd beside (0: skip)")
-    add("--reference", action=argparse.BooleanOptionalAction, default=True)
+    add("--reference", action=both, default=True, help="the sale without a crowd")
     add("--nice", type=int, default=-10, help="HAProxy's niceness (root only; 0: none)")
-    add(
-        "--max-seconds",
-        type=float,
-        default=100.0,
-        help="each run stops this long after the opening",
-    )
+    add("--max-seconds", type=float, default=100.0, help="each run ends this long after opening")
     add("--database", default="bench_crowd")
     add("--redis-db", type=int, default=9)
     add("--out", type=Path, default=ROOT / "docs" / "benchmarks")
@@ -95,6 +82,7 @@ def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
     from core.models import Event, Order
     from core.services.waiting_room import waiting_room_configure
     from loadtests.prepare import event_prepare
+    from tests.invariants import assert_invariants, wait_until_no_pending
 
     lead = 15.0  # the client process starts and connects before the first arrival
     event_id = event_prepare(total_tickets=args.tickets, name=label, opens_in=lead - ARRIVE[0])
@@ -128,8 +116,6 @@ def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
     cpu = cpu_delta(cpu_before, ctx.meter.cpu_snapshot(), seconds)
     cpu["crowd_client"] = round(message["cpu"] / seconds, 2)
     samples, buyers = _table(spec["samples"]), _table(spec["buyers_out"])
-    from tests.invariants import assert_invariants, wait_until_no_pending
-
     wait_until_no_pending(event_id, timeout=120)
     unanswered = int(
         ((samples["status"] == 0) & np.isin(samples["kind"], ["purchase", "hammer"])).sum()
@@ -138,20 +124,16 @@ def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
     invariants = assert_invariants(
         event_id, label=label, accepted_ids=accepted, unanswered_purchases=unanswered
     )
-    sold = Order.objects.filter(event_id=event_id, status="confirmed")
-    last = max(o.created_at.timestamp() for o in sold) if sold.exists() else opens_at
-    hammer_ids = ctx.ids[args.buyers :]
+    hammered = Order.objects.filter(
+        event_id=event_id, status="confirmed", user_id__in=ctx.ids[args.buyers :]
+    )
     figures = {
-        "event_id": event_id, "rate": "none" if rate is False else rate or "auto",
+        "event_id": event_id, "rate": "none" if rate is False else rate or "auto", **_speed(event_id),
         "kinds": {k: _kind(samples, k) for k in KINDS if (samples["kind"] == k).any()},
-        "tickets_per_s": round(invariants["tickets_sold"] / max(last - opens_at, 1e-3), 1),
-        "sold_out_after_open_s": round(last - opens_at, 2),
-        "hammer_orders": sold.filter(user_id__in=hammer_ids).count(),
-        "hammer_tickets": sum(sold.filter(user_id__in=hammer_ids).values_list("quantity", flat=True)),
-        "cpu_cores": cpu, "client_peak_rss_mb": peak, "seconds": round(seconds, 1),
-        "invariants": invariants,
+        "hammer_orders": hammered.count(), "hammer_tickets": sum(o.quantity for o in hammered),
+        "cpu_cores": cpu, "client_peak_rss_mb": peak, "seconds": round(seconds, 1), "invariants": invariants,
     }  # fmt: skip
-    if rate is not False:
+    if rate is not False:  # Django's own count; per second of the crowd's polling
         hits, polled = (
             _django_public_hits(ctx.api) - public_before,
             samples["t"][samples["kind"] == "public"],
@@ -159,7 +141,7 @@ def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
         figures["public_at_django_per_s"] = round(
             hits / max(np.ptp(polled) if len(polled) else 0, 1.0), 2
         )
-        figures["public_at_django"], figures["fairness"] = hits, _fairness(buyers)
+        figures["public_at_django"], figures["fairness"] = hits, _fairness(buyers)  # fmt: skip
     return figures
 
 
@@ -252,8 +234,11 @@ def reference_run(ctx) -> dict:
     from loadtests.scenarios import scenario_sale
 
     sale = scenario_sale(_bench(ctx, 256, 60.0))
-    keep = ("sold_out_after_open_s", "cpu_cores", "invariants")
-    return {"tickets_per_s": _speed(sale["event_id"]), **{k: sale[k] for k in keep}}
+    return {
+        **_speed(sale["event_id"]),
+        "cpu_cores": sale["cpu_cores"],
+        "invariants": sale["invariants"],
+    }
 
 
 def present_run(ctx, connections: int) -> dict:
@@ -267,19 +252,19 @@ def present_run(ctx, connections: int) -> dict:
     status = np.where(none, 0, np.where(np.char.startswith(outcome, "busy_"), 503, 200))
     table = {"kind": np.where(samples.kind == "buy", "purchase", samples.kind),
              "status": status, "latency": samples.latency, "code": outcome}  # fmt: skip
-    keep = ("sold_out_after_open_s", "cpu_cores", "invariants")
-    return {"kinds": {k: _kind(table, k) for k in ("purchase", "poll")},
-            "tickets_per_s": _speed(crowd["event_id"]), **{k: crowd[k] for k in keep}}  # fmt: skip
+    return {"kinds": {k: _kind(table, k) for k in ("purchase", "poll")}, **_speed(crowd["event_id"]),
+            "cpu_cores": crowd["cpu_cores"], "invariants": crowd["invariants"]}  # fmt: skip
 
 
-def _speed(event_id: int) -> float:
-    """Tickets sold per second from the opening to the last accepted order."""
+def _speed(event_id: int) -> dict:
+    """Tickets sold per second from the opening to the last accepted order (its created_at)."""
     from core.models import Event, Order
 
     opens = Event.objects.get(pk=event_id).sale_starts_at.timestamp()
     sold = Order.objects.filter(event_id=event_id, status="confirmed")
-    last = max(o.created_at.timestamp() for o in sold)
-    return round(sum(o.quantity for o in sold) / max(last - opens, 1e-3), 1)
+    last = max((o.created_at.timestamp() for o in sold), default=opens) - opens
+    tickets = round(sum(o.quantity for o in sold) / max(last, 1e-3), 1)
+    return {"tickets_per_s": tickets, "last_sale_after_open_s": round(last, 2)}
 
 
 def derived(run: dict, reference: float | None) -> dict:
@@ -298,85 +283,71 @@ def derived(run: dict, reference: float | None) -> dict:
     }  # fmt: skip
 
 
+def _md(title: str, head: list[str], rows: list[list]) -> list[str]:
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    return [*lines, *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows), ""]
+
+
 def goal_rows(results: dict) -> list[str]:
     import tomllib
 
     spec = tomllib.loads((ROOT / "loadtests" / "goals.toml").read_text()).get("crowd_goal", [])
-    reference = results["runs"].get("reference", {}).get("tickets_per_s")
-    rows = ["## Goals", "", "| goal | run | value | target | |", "|---|---|---:|---:|---|"]
-    for goal in spec:
-        for label, run in results["runs"].items():
-            if label.startswith(goal["runs"]):
-                value, target = derived(run, reference)[goal["value"]], goal["target"]
-                met = value is not None and (
-                    value >= target if goal.get("at_least") else value <= target
-                )
-                rows.append(
-                    f"| {goal['goal']} | {label} | {value} | {target} | {'met' if met else 'MISSED'} |"
-                )
-    return [*rows, ""]
+    reference, rows = results["runs"].get("reference", {}).get("tickets_per_s"), []
+    for goal, (label, run) in ((g, r) for g in spec for r in results["runs"].items()):
+        if label.startswith(goal["runs"]):
+            value, target = derived(run, reference)[goal["value"]], goal["target"]
+            met = value is not None and (
+                value >= target if goal.get("at_least") else value <= target
+            )
+            rows.append([goal["goal"], label, value, target, "met" if met else "MISSED"])
+    return _md("Goals", ["goal", "run", "value", "target", ""], rows)
 
 
 def markdown(results: dict) -> str:
-    """The figures as tables: per request kind, then per run (speed, fairness, cost)."""
-    runs = results["runs"]
-    lines = [
-        "# The crowd through the front door, with and without the waiting room",
-        "",
-        f"`{results['command']}` at commit `{results['commit']}` (HAProxy nice {results['haproxy_nice']}).",
-        "",
+    """The goals, then per run: each request kind, the sale, fairness (room runs)."""
+    runs, lines = results["runs"], [f"# {__doc__.splitlines()[0]}", ""]
+    lines += [f"`{results['command']}` at commit `{results['commit']}`, HAProxy nice "
+              f"{results['haproxy_nice']}, cores busy before the start {results['busy_before']}.", ""]  # fmt: skip
+    lines += goal_rows(results) + (
+        [f"**{results['failure']}**", ""] if "failure" in results else []
+    )
+    cols = [
+        "count",
+        "answered",
+        "served",
+        "busy_503",
+        "timeout",
+        "within_1s",
+        "within_2s",
+        "p50_ms",
+        "p99_ms",
     ]
-    for label, run in runs.items():
-        if "kinds" not in run:
-            continue
-        lines += [
-            f"## {label}",
-            "",
-            "| kind | requests | answered | served | 503 busy | time-out | <=1 s | <=2 s "
-            "| p50 ms | p99 ms | refusal codes |",
-            "|---|" + "---:|" * 9 + "---|",
-        ]
-        for kind, k in run["kinds"].items():
-            codes = ", ".join(f"{c} {n}" for c, n in sorted(k.get("codes", {}).items()))
-            lines.append(
-                f"| {kind} | {k['count']} | {k['answered']} | {k['served']} | {k['busy_503']} | "
-                f"{k['timeout']} | {k['within_1s']} | {k['within_2s']} | {k['p50_ms']} | {k['p99_ms']} | {codes} |"
-            )
-        lines.append("")
-    lines += ["## Per run", "", "| run | tickets/s | sold out after opening s | hammer orders (tickets) | "
-              "public state at Django /s | client cores | API cores | other cores | tickets sold / total |",
-              "|---|" + "---:|" * 8]  # fmt: skip
-    for label, run in runs.items():
-        cpu, inv = run.get("cpu_cores", {}), run.get("invariants", {})
-        lines.append(f"| {label} | {run.get('tickets_per_s')} | {run.get('sold_out_after_open_s')} | "
-                     f"{run.get('hammer_orders', '')} ({run.get('hammer_tickets', '')}) | {run.get('public_at_django_per_s', '')} | "
-                     f"{cpu.get('crowd_client', cpu.get('loadgen', ''))} | {cpu.get('api')} | {cpu.get('other')} | "
-                     f"{inv.get('tickets_sold')} / {inv.get('total')} |")  # fmt: skip
-    lines += [
-        "",
-        "## Fairness (room runs)",
-        "",
-        "| run | early with a number | early rho | early all before later "
-        "| later with a number | later rho | later out of order / pairs checked |",
-        "|---|" + "---:|" * 6,
+    for label, run in ((k, r) for k, r in runs.items() if "kinds" in r):
+        rows = [[kind, *(k[c] for c in cols), ", ".join(f"{c} {n}" for c, n in sorted(k.get("codes", {}).items()))]
+                for kind, k in run["kinds"].items()]  # fmt: skip
+        lines += _md(f"{label}: requests by kind", ["kind", *cols, "codes"], rows)
+    rows = [[label, r.get("tickets_per_s"), r.get("last_sale_after_open_s"), r.get("hammer_orders", ""),
+             r.get("hammer_tickets", ""), r.get("public_at_django_per_s", ""), r.get("client_peak_rss_mb", ""),
+             *(r.get("cpu_cores", {}).get(c, "") for c in ("crowd_client", "loadgen", "api", "worker", "other")),
+             f"{r['invariants'].get('tickets_sold')} / {r['invariants'].get('total')}"] for label, r in runs.items()]  # fmt: skip
+    head = ["run", "tickets/s", "last sale after opening s", "hammer orders", "hammer tickets",
+            "public state at Django /s", "client peak RSS MB", "client cores", "loadgen cores",
+            "API cores", "worker cores", "other cores", "sold / total"]  # fmt: skip
+    lines += _md("The sales", head, rows)
+    fair = ["early_with_number", "early_rho", "early_all_before_late", "late_with_number", "late_rho",
+            "late_out_of_order", "late_checked_pairs"]  # fmt: skip
+    rows = [
+        [label, *(r["fairness"][c] for c in fair)] for label, r in runs.items() if r.get("fairness")
     ]
-    for label, run in runs.items():
-        f = run.get("fairness")
-        if f:
-            lines.append(
-                f"| {label} | {f['early_with_number']} | {f['early_rho']} | {f['early_all_before_late']} | "
-                f"{f['late_with_number']} | {f['late_rho']} | {f['late_out_of_order']} / {f['late_checked_pairs']} |"
-            )
-    if results.get("failure"):
-        lines += ["", f"**{results['failure']}**"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _md("Fairness (room runs)", ["run", *fair], rows))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from loadtests.stack import busy_cores_before, stack_teardown
     from tests.invariants import InvariantError
 
-    work = Path(tempfile.mkdtemp(prefix="bench-crowd-"))
+    work, busy = Path(tempfile.mkdtemp(prefix="bench-crowd-")), busy_cores_before("crowd")
     group, api, door, tokens, ids = stack_up(args, work)
     meter = Meter(group)
     meter.start()
@@ -385,7 +356,8 @@ def main(argv=None) -> int:
     )
     results = {"command": "python -m loadtests.crowd " + " ".join(argv or sys.argv[1:]),
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                        text=True).stdout.strip(), "haproxy_nice": args.nice, "runs": {}}  # fmt: skip
+                                        text=True).stdout.strip(), "haproxy_nice": args.nice, "busy_before": busy,
+               "logs": str(work), "runs": {}}  # fmt: skip
     status = 0
     try:
         if args.reference:
@@ -401,9 +373,11 @@ def main(argv=None) -> int:
             results["runs"][f"present_{args.present}"] = present_run(ctx, args.present)
     except InvariantError as exc:
         results["failure"], status = f"INVARIANT BROKEN: {exc}", 2
+    except Exception as exc:  # what was measured is still written, with the failure
+        results["failure"], status = f"FAILED: {exc!r}", 1
     finally:
-        group.stop_all()
         meter.stop()
+        stack_teardown(group, args.database)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "crowd.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "crowd.md").write_text(markdown(results))
