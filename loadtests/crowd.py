@@ -144,7 +144,7 @@ def crowd_run(args, ctx, label: str, *, rate: int | None | bool) -> dict:
         figures["public_at_django_per_s"] = round(
             hits / max(np.ptp(polled) if len(polled) else 0, 1.0), 2
         )
-        figures["public_at_django"], figures["fairness"] = hits, _fairness(buyers)  # fmt: skip
+        figures["public_at_django"], figures["fairness"] = hits, {**_fairness(buyers), **_entries(event_id)}  # fmt: skip
     return figures
 
 
@@ -204,6 +204,25 @@ def _fairness(buyers) -> dict:
         "late_rho": _spearman(late["joined_start"], late["number"]), "late_out_of_order": inversions,
         "late_checked_pairs": int((np.asarray(behind) >= 0).sum()) if len(ends) else 0,
     }  # fmt: skip
+
+
+def _entries(event_id: int) -> dict:
+    """Every joiner as PostgreSQL recorded it: arrival (joined_at) against place (an early
+    joiner's number is its early_key's rank; a later one's number is stored)."""
+    from core.models import WaitingRoomEntry
+
+    rows = WaitingRoomEntry.objects.filter(event_id=event_id).values_list(
+        "early", "early_key", "number", "joined_at"
+    )
+    early = np.array(
+        [(at.timestamp(), key) for first, key, _, at in rows if first], dtype=float
+    ).reshape(-1, 2)
+    late = np.array(
+        [(at.timestamp(), n) for first, _, n, at in rows if not first], dtype=float
+    ).reshape(-1, 2)
+    return {"entries_early": len(early), "entries_early_rho": _spearman(early[:, 0], early[:, 1]),
+            "entries_late": len(late), "entries_late_rho": _spearman(late[:, 0], late[:, 1]),
+            "entries_late_above_early": bool(not len(late) or late[:, 1].min() > len(early))}  # fmt: skip
 
 
 def _table(path: str) -> dict[str, np.ndarray]:
@@ -276,8 +295,8 @@ def derived(run: dict, reference: float | None) -> dict:
     p99 = [k["p99_ms"] or 0 for name, k in kinds.items() if name != "hammer"]
     return {
         "unanswered": sum(k["timeout"] for k in kinds.values()), "worst_p99_ms": max(p99, default=None),
-        "early_abs_rho": abs(fair["early_rho"]) if fair.get("early_rho") is not None else None,
-        "early_all_before_late": int(fair.get("early_all_before_late", 0)),
+        "early_abs_rho": abs(fair["entries_early_rho"]) if fair.get("entries_early_rho") is not None else None,
+        "early_all_before_late": int(fair.get("early_all_before_late", 0) and fair.get("entries_late_above_early", 0)),
         "late_out_of_order": fair.get("late_out_of_order"),
         "tickets_vs_reference": round(run["tickets_per_s"] / reference, 3) if reference else None,
         "public_at_django_per_s": run.get("public_at_django_per_s"), "hammer_orders": run.get("hammer_orders"),
@@ -337,10 +356,13 @@ def markdown(results: dict) -> str:
             "public state at Django /s", "client peak RSS MB", "client cores", "loadgen cores",
             "API cores", "worker cores", "other cores", "sold / total"]  # fmt: skip
     lines += _md("The sales", head, rows)
-    fair = ["early_with_number", "early_rho", "early_all_before_late", "late_with_number", "late_rho",
+    fair = ["entries_early", "entries_early_rho", "entries_late", "entries_late_rho", "entries_late_above_early",
+            "early_with_number", "early_rho", "early_all_before_late", "late_with_number", "late_rho",
             "late_out_of_order", "late_checked_pairs"]  # fmt: skip
     rows = [
-        [label, *(r["fairness"][c] for c in fair)] for label, r in runs.items() if r.get("fairness")
+        [label, *(r["fairness"].get(c) for c in fair)]
+        for label, r in runs.items()
+        if r.get("fairness")
     ]
     return "\n".join(lines + _md("Fairness (room runs)", ["run", *fair], rows))
 
