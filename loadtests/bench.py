@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--no-baseline", dest="baseline", action="store_const", const="", help="no baseline")
     add("--crowd", type=int, default=2000, help="keep-alive connections of the flash crowd")
     add("--skip-crowd", dest="crowd", action="store_const", const=0)
+    add("--room-crowd", action="store_true", help="then python -m loadtests.crowd (crowd.md)")
     add("--skip-stage-profiles", action="store_true", help="no in-process stage profiles")
     add("--profile", action="store_true", help="py-spy the API and worker during accept and sale")
     add("--skip-scale-out", action="store_true")
@@ -332,6 +333,9 @@ def main(argv=None) -> int:
     if ctx is not None:
         stack.stack_teardown(ctx.stack, args.database, keep_db=args.keep_db)
     print(report.console_summary(results, report.goals_load(args.goals)), flush=True)
+    if args.room_crowd:  # its own stack, database NAME_crowd and the same Redis DB, after ours
+        crowd = ["--database", f"{args.database}_crowd", "--redis-db", str(args.redis_db)]
+        subprocess.run([sys.executable, "-m", "loadtests.crowd", *crowd, "--out", str(args.out)])
     if failure:
         banner = "!" * 78
         print(f"\n{banner}\n{failure}\n(server logs: {work_dir})\n{banner}", file=sys.stderr)

@@ -56,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--max-seconds", type=float, default=30.0, help="Locust stops after this long in any case")
     add("--max-requests", type=int, default=100_000, help="Locust stops after about this many")
     add("--login", action="store_true", help="users log in through POST /login/ (PBKDF2)")
+    add("--room", action="store_true", help="waiting-room shape (loadtests/locust_room.py), door")
     add("--api-workers", type=int, default=2, help="API server workers (production default 2)")
     add("--worker-concurrency", type=int, default=2, help="Celery worker processes")
     add("--database", default=DATABASE, help="dropped and recreated")
@@ -66,8 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def locust_command(args, api_url: str, out: Path) -> list[str]:
+    locustfile = "loadtests/locust_room.py" if args.room else "loadtests/locustfile.py"
     options = {
-        "-f": "loadtests/locustfile.py", "--shape": "flash", "-u": args.users, "--host": api_url,
+        "-f": locustfile, "-u": args.users, "--host": api_url,
+        **({} if args.room else {"--shape": "flash"}),
         "--credentials": out / "credentials.json", "--samples-dir": out / "samples",
         "--flood-seconds": args.flood_seconds, "--run-time": f"{int(args.max_seconds)}s",
         "--max-seconds": args.max_seconds, "--max-requests": args.max_requests,
@@ -146,6 +149,11 @@ def _sale_run(args, stack: Stack, out: Path) -> dict:
 
     api_url = stack.start_api(workers=args.api_workers)
     stack.start_worker(concurrency=args.worker_concurrency)
+    if args.room:  # the room's automatic capacity (beat) and its public state's cache (the door)
+        from tests.frontdoor.door import start_door
+
+        stack.start_beat()
+        api_url = start_door(stack, api_address=api_url.split("//")[1]).base_url
     token_seconds = None if args.login else args.max_seconds + 600
     prepared = prepare.credentials_prepare(
         buyers=args.buyers, tickets=args.tickets, token_seconds=token_seconds
