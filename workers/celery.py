@@ -185,15 +185,18 @@ def _task_name(record: logging.LogRecord) -> str | None:
 
 
 PERIODIC_TASKS = frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
-_chatter = PeriodicTaskChatter(PERIODIC_TASKS)
-for _name in (
+# Where beat logs a task's sending, the worker its receipt, expiry and success, and the
+# periodic tasks their own lines.
+CHATTER_LOGGERS = (
     "celery.beat",
     "celery.worker.strategy",
     "celery.worker.request",
     "celery.app.trace",
     "workers.tasks",
     "workers.room_tasks",
-):
+)
+_chatter = PeriodicTaskChatter(PERIODIC_TASKS)
+for _name in CHATTER_LOGGERS:
     logging.getLogger(_name).addFilter(_chatter)
 
 

@@ -67,10 +67,10 @@ def test_a_refusal_is_one_redis_round_trip_and_no_sql(
     assert len(sent) == 1
 
 
-def test_an_accept_is_one_insert_and_two_redis_round_trips(buyer_client, event):
-    assert buy(buyer_client, event).status_code == 202  # the first one queues the drain
+def assert_accept_costs_one_insert_and_two_round_trips(buy_once) -> None:
+    """Call `buy_once` and assert the accept's contract: 202, one INSERT, two Redis trips."""
     with redis_round_trips() as sent, CaptureQueriesContext(connection) as queries:
-        response = buy(buyer_client, event)
+        response = buy_once()
     assert response.status_code == 202
     # The test runs inside a transaction: the INSERT gets a savepoint around it.
     sql = [
@@ -80,6 +80,11 @@ def test_an_accept_is_one_insert_and_two_redis_round_trips(buyer_client, event):
     ]
     assert len(sql) == 1 and sql[0].startswith("INSERT INTO")
     assert len(sent) == 2
+
+
+def test_an_accept_is_one_insert_and_two_redis_round_trips(buyer_client, event):
+    assert buy(buyer_client, event).status_code == 202  # the first one queues the drain
+    assert_accept_costs_one_insert_and_two_round_trips(lambda: buy(buyer_client, event))
 
 
 def test_the_accept_answers_the_order_as_the_serializer_shapes_it(buyer_client, event):

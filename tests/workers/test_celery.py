@@ -17,7 +17,7 @@ from core.gate.store import gate_remaining
 from core.models import Order, TopEvent
 from tests.factories import pending_order
 from tests.live import BIN, LiveStack
-from workers.celery import PERIODIC_TASKS
+from workers.celery import CHATTER_LOGGERS, PERIODIC_TASKS
 from workers.room_tasks import waiting_room_persist
 from workers.tasks import event_orders_commit, gate_reconcile, orders_requeue_stale
 from workers.tasks import top_events_refresh as top_events_refresh_task
@@ -28,15 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Where beat logs a task's sending, the worker its receipt, expiry and success, and tasks
 # their own lines.
-TASK_LOGGERS = (
-    "celery.beat",
-    "celery.worker.strategy",
-    "celery.worker.request",
-    "celery.app.trace",
-    "workers.tasks",
-    "workers.room_tasks",
-    "core.services.drain",  # the commit's "orders committed"
-)
+TASK_LOGGERS = (*CHATTER_LOGGERS, "core.services.drain")  # and the commit's own line
 PERIODIC = (gate_reconcile, orders_requeue_stale, top_events_refresh_task, waiting_room_persist)
 
 
