@@ -25,6 +25,17 @@ urlpatterns = [
         views.WaitingRoomJoinApi.as_view(),
         name="waiting-room-join",
     ),
+    path(
+        "events/<int:event_id>/waitlist/me/",
+        views.WaitlistEntryApi.as_view(),
+        name="waitlist-entry",
+    ),
+    path("events/<int:event_id>/waitlist/", views.WaitlistApi.as_view(), name="waitlist"),
+    path(
+        "events/<int:event_id>/waitlist/join/",
+        views.WaitlistJoinApi.as_view(),
+        name="waitlist-join",
+    ),
     path("register/", views.RegisterApi.as_view(), name="register"),
     path("login/", views.LoginApi.as_view(), name="login"),
     path("token/refresh/", views.TokenRefreshApi.as_view(), name="token-refresh"),

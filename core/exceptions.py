@@ -178,3 +178,44 @@ class AdmissionExpiredError(ConflictError):
 class WaitingRoomUnavailableError(ServiceBusyError):
     code = "waiting_room_unavailable"
     message = "The waiting room is unavailable; nothing was done. Retry shortly."
+
+
+# --- The waitlist (core/services/waitlists.py) ----------------------------------------
+
+
+class WaitlistOpenError(ConflictError):
+    """Sold out, on an event with a waitlist: as cheap as `sold_out`, and says what to do."""
+
+    code = "sold_out_waitlist_open"
+    message = (
+        "This event is sold out. Join its waitlist (POST /events/<id>/waitlist/join/) to be "
+        "offered tickets that come back, in the order of the line."
+    )
+
+
+class WaitlistOfferExceededError(ConflictError):
+    code = "offer_quantity_exceeded"
+    message = "This purchase asks for more tickets than your waitlist offer holds."
+
+
+class NoWaitlistError(NotFoundError):
+    code = "no_waitlist"
+    message = "This event has no waitlist."
+
+
+class NotOnWaitlistError(NotFoundError):
+    code = "not_on_waitlist"
+    message = "You are not on this event's waitlist."
+
+
+class NotSoldOutError(ConflictError):
+    code = "not_sold_out"
+    message = "Tickets for this event are on sale: buy them instead of joining the waitlist."
+
+
+class WaitlistNeedsRoomError(ConflictError):
+    """A waitlist join on an event with a waiting room by a buyer who never joined the room:
+    the waitlist continues the room's line, so the room's number comes first."""
+
+    code = "not_in_waiting_room"
+    message = "This event has a waiting room: join it first; its line continues on the waitlist."

@@ -127,6 +127,16 @@ class Order(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    # The waitlist offer this order took (core/services/waitlists.py): from then on the
+    # offer's tickets are the order's, and no longer count as held.
+    waitlist_entry = models.ForeignKey(
+        "WaitlistEntry",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -155,6 +165,12 @@ class Order(models.Model):
                 fields=["created_at"],
                 condition=Q(status="pending"),
                 name="order_pending_age_idx",
+            ),
+            # Partial: orders without an offer (nearly all) never touch it.
+            models.Index(
+                fields=["waitlist_entry"],
+                condition=Q(waitlist_entry__isnull=False),
+                name="order_waitlist_entry_idx",
             ),
         ]
 
@@ -261,3 +277,76 @@ class WaitingRoomEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.event_id}"
+
+
+class Waitlist(models.Model):
+    """An event's waitlist: once it is sold out, buyers line up for tickets that come
+    back, and each return is offered to the next entry it fits (core/services/waitlists.py).
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.CASCADE, primary_key=True, related_name="waitlist"
+    )
+    # How long an offer holds its tickets for the buyer alone.
+    offer_seconds = models.PositiveIntegerField()
+    # Paused: no offers are made, and returned tickets go back on general sale.
+    paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"waitlist of {self.event_id}"
+
+
+class WaitlistEntry(models.Model):
+    """A buyer's place on an event's waitlist, and the offer made to it.
+
+    An entry is `waiting`, then `offered` (its tickets held in the gate until
+    `expires_at`), and ends `expired` or `left`; an offer an order took is bought
+    (`orders` is not empty: the purchase is one INSERT, it does not update the entry).
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting"
+        OFFERED = "offered"
+        EXPIRED = "expired"
+        LEFT = "left"
+
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="waitlist_entries", db_index=False
+    )
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.WAITING)
+    # The order of the line: a waiting-room number (small) for a buyer who joined the
+    # room, else the time of joining in microseconds (large, so after every number).
+    line_key = models.BigIntegerField()
+    offered_quantity = models.PositiveIntegerField(null=True, blank=True)
+    offered_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "user"], name="waitlist_entry_unique"),
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="waitlist_quantity_positive"),
+        ]
+        indexes = [
+            # The line in order, and a waiting entry's position (entries ahead of it).
+            models.Index(
+                fields=["event", "line_key", "id"],
+                condition=Q(status="waiting"),
+                name="waitlist_waiting_idx",
+            ),
+            # Offers out, by the time they end (the expiry job).
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="offered"),
+                name="waitlist_offered_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on the waitlist of {self.event_id}"

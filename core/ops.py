@@ -108,7 +108,8 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     the buyers' line: its length, the orders served per second over the last seconds,
     and the oldest waiting order's age.
 
-    PostgreSQL's figures are `events_with_remaining`'s (total - sold - pending) and the
+    PostgreSQL's figures are `events_with_remaining`'s (total - sold - pending - offered,
+    beside the gate's tickets on sale plus its waitlist pool) and the
     pending orders, for every event in one query; the gates and their served logs come
     in one Redis round trip (on a cluster, one per node: RedisCluster splits the plain
     pipeline by slot owner, never sending a cross-slot command): the cost does not grow
@@ -128,13 +129,13 @@ def gate_agreement(*, limit: int = 50) -> list[dict]:
     pipe = get_redis().pipeline(transaction=False)
     for event in events:
         gate_key, served_key, _ = line_keys(event["pk"])
-        pipe.hget(gate_key, "remaining")  # as gate_remaining reads it
+        pipe.hmget(gate_key, "remaining", "pool")  # as gate_observe reads them
         pipe.lrange(served_key, 0, 31)  # as line_read reads it
     replies = pipe.execute()
     now, rows = timezone.now(), []
     for event, gate, log in zip(events, replies[::2], replies[1::2], strict=True):
         database = event["remaining"]
-        gate = None if gate is None else int(gate)
+        gate = None if gate[0] is None else int(gate[0]) + int(gate[1] or 0)
         oldest = event["oldest"]
         rows.append(
             {

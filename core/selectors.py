@@ -1,19 +1,20 @@
 """Reads. Views and tasks call these instead of building querysets themselves."""
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import cards
-from core.exceptions import NotFoundError
+from core.exceptions import NotFoundError, NotOnWaitlistError
 from core.gate.line import order_standing, with_place
 from core.gate.store import GateSnapshot
-from core.models import Event, Order, TopEvent
+from core.models import Event, Order, TopEvent, Waitlist, WaitlistEntry
 
 logger = logging.getLogger(__name__)
 
@@ -131,47 +132,74 @@ def event_sale_window(*, event: Event) -> tuple[float, float, int]:
 
 
 # --- What is left to sell ------------------------------------------------------------
-# total - sold - pending. PostgreSQL sells at commit while the gate takes stock at accept,
-# so the tickets of pending orders are out of the gate but not yet sold. This is what the
-# gate must hold (reconciliation writes it, /ops/queues/ compares it) and what an
+# total - sold - pending - offered. PostgreSQL sells at commit while the gate takes stock
+# at accept, so the tickets of pending orders are out of the gate but not yet sold; the
+# tickets of waitlist offers not yet taken are held for their buyers. This is what the
+# gate must hold free (reconciliation writes it, /ops/queues/ compares it) and what an
 # event's new total may not take below zero. One definition, for one event or many.
 
 
-def _remaining(total, sold, pending):
+def _remaining(total, sold, pending, offered):
     # Written once for integers and for query expressions alike.
-    return total - sold - pending
+    return total - sold - pending - offered
 
 
-def event_pending_tickets(*, event_id: int) -> int:
-    """Return the tickets in the event's pending orders (one query)."""
-    pending = Order.objects.filter(event_id=event_id, status=Order.Status.PENDING)
-    return pending.aggregate(n=Sum("quantity"))["n"] or 0
-
-
-def event_remaining(*, event: Event) -> int:
-    """Return what is left to sell of `event`: total - sold - pending (one query).
-
-    Total and sold are taken from `event` as the caller holds it (locked, or changed and
-    not saved yet); pending is read from PostgreSQL.
-    """
-    return _remaining(
-        event.total_tickets, event.tickets_sold, event_pending_tickets(event_id=event.pk)
+def _offers_out(event_id) -> QuerySet[WaitlistEntry]:
+    """The event's waitlist offers not taken yet (no order took them)."""
+    return WaitlistEntry.objects.filter(
+        event_id=event_id, status=WaitlistEntry.Status.OFFERED, orders__isnull=True
     )
 
 
+def event_remaining(*, event: Event) -> int:
+    """Return what is left to sell of `event`: total - sold - pending - offered (one query).
+
+    Total and sold are taken from `event` as the caller holds it (locked, or changed and
+    not saved yet); pending and offered are read from PostgreSQL.
+    """
+    figures = (
+        Event.objects.filter(pk=event.pk)
+        .annotate(
+            pending=Subquery(_pending_sum(event.pk)), offered=Subquery(_offered_sum(event.pk))
+        )
+        .values("pending", "offered")
+        .first()
+    ) or {}
+    return _remaining(
+        event.total_tickets,
+        event.tickets_sold,
+        figures.get("pending") or 0,
+        figures.get("offered") or 0,
+    )
+
+
+def _pending_sum(event_id):
+    pending = Order.objects.filter(event_id=event_id, status=Order.Status.PENDING)
+    return pending.order_by().values("event_id").annotate(n=Sum("quantity")).values("n")
+
+
+def _offered_sum(event_id):
+    offers = _offers_out(event_id)
+    return offers.order_by().values("event_id").annotate(n=Sum("offered_quantity")).values("n")
+
+
 def events_with_remaining(events: QuerySet[Event]) -> QuerySet[Event]:
-    """Annotate `events` with `pending` (tickets in pending orders) and `remaining`
-    (total - sold - pending), computed in the query that lists them."""
-    pending = Q(orders__status=Order.Status.PENDING)
-    return events.annotate(pending=Coalesce(Sum("orders__quantity", filter=pending), 0)).annotate(
-        remaining=_remaining(F("total_tickets"), F("tickets_sold"), F("pending"))
+    """Annotate `events` with `pending` (tickets in pending orders), `offered` (tickets of
+    waitlist offers out) and `remaining` (total - sold - pending - offered), computed in
+    the query that lists them."""
+    return events.annotate(
+        pending=Coalesce(Subquery(_pending_sum(OuterRef("pk"))), 0),
+        offered=Coalesce(Subquery(_offered_sum(OuterRef("pk"))), 0),
+    ).annotate(
+        remaining=_remaining(F("total_tickets"), F("tickets_sold"), F("pending"), F("offered"))
     )
 
 
 def event_gate_snapshot(*, event: Event) -> GateSnapshot:
-    """Compute from PostgreSQL what the gate must hold: `event_remaining`, and each
+    """Compute from PostgreSQL what the gate must hold: `event_remaining` free (on sale, or
+    in the waitlist's pool while it is on and someone waits), the offers out, and each
     buyer's tickets held (pending or confirmed)."""
-    remaining = event_remaining(event=event)
+    free = event_remaining(event=event)
     held = (
         Order.objects.filter(
             Q(status=Order.Status.PENDING) | Q(status=Order.Status.CONFIRMED),
@@ -181,13 +209,26 @@ def event_gate_snapshot(*, event: Event) -> GateSnapshot:
         .annotate(n=Sum("quantity"))
         .order_by()
     )
+    waitlist = Waitlist.objects.filter(event_id=event.pk).values_list("paused", flat=True).first()
+    state = "" if waitlist is None else ("paused" if waitlist else "on")
+    offers: tuple = ()
+    pooled = False
+    if state:
+        offers = tuple(_offers_out(event.pk).values_list("user_id", "offered_quantity", "pk"))
+        waiting = WaitlistEntry.objects.filter(
+            event_id=event.pk, status=WaitlistEntry.Status.WAITING
+        )
+        pooled = state == "on" and waiting.exists()
     starts, ends, limit = event_sale_window(event=event)
     return GateSnapshot(
-        remaining=remaining,
+        remaining=0 if pooled else free,
         starts=starts,
         ends=ends,
         limit=limit,
         held_by_user=dict(held),
+        pool=free if pooled else 0,
+        waitlist=state,
+        offers=offers,
     )
 
 
@@ -227,3 +268,100 @@ def top_events_list(*, limit: int) -> tuple[list[TopEvent], datetime | None]:
         else (TopEvent.objects.values_list("refreshed_at", flat=True).first())
     )
     return rows, refreshed_at
+
+
+# --- The waitlist (core/services/waitlists.py) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class WaitlistEntryView:
+    """A buyer's entry as they see it: `status` is waiting, offered, bought (an order took
+    the offer), expired or left."""
+
+    event_id: int
+    status: str
+    quantity: int
+    position: int | None  # waiting: 1 = the next to be offered
+    offer_quantity: int | None
+    expires_at: datetime | None
+    order_id: int | None
+    joined_at: datetime
+
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds to the next poll: sooner near the head of the line; None once final."""
+        if self.status == "offered":
+            return 5
+        if self.status != "waiting":
+            return None
+        return min(30, 2 + (self.position or 0) // 10)
+
+
+def waitlist_entry_view(entry: WaitlistEntry) -> WaitlistEntryView:
+    """What the buyer sees of `entry` (one query more for a waiting entry's position, one
+    for an offer's order)."""
+    status, position, order_id = entry.status, None, None
+    if status != WaitlistEntry.Status.WAITING:
+        order_id = entry.orders.order_by("-id").values_list("pk", flat=True).first()
+        if order_id is not None:
+            status = "bought"
+    else:
+        ahead = Q(line_key__lt=entry.line_key) | Q(line_key=entry.line_key, pk__lt=entry.pk)
+        position = (
+            1
+            + WaitlistEntry.objects.filter(
+                ahead, event_id=entry.event_id, status=WaitlistEntry.Status.WAITING
+            ).count()
+        )
+    return WaitlistEntryView(
+        event_id=entry.event_id,
+        status=status,
+        quantity=entry.quantity,
+        position=position,
+        offer_quantity=entry.offered_quantity,
+        expires_at=entry.expires_at if status == "offered" else None,
+        order_id=order_id,
+        joined_at=entry.joined_at,
+    )
+
+
+def access_waitlist_entry(*, event_id: int, user_id: int) -> WaitlistEntryView:
+    """The caller's own entry on the event's waitlist."""
+    entry = WaitlistEntry.objects.filter(event_id=event_id, user_id=user_id).first()
+    if entry is None:
+        raise NotOnWaitlistError()
+    return waitlist_entry_view(entry)
+
+
+def waitlist_figures(*, event_ids: list[int] | None = None) -> list[dict]:
+    """Per waitlist (by event): its settings, entries waiting, offers out, offers taken
+    and offers expired (two queries)."""
+    waitlists = Waitlist.objects.order_by("event_id")
+    entries = WaitlistEntry.objects.annotate(
+        taken=Exists(Order.objects.filter(waitlist_entry=OuterRef("pk")))
+    )
+    if event_ids is not None:
+        waitlists = waitlists.filter(event_id__in=event_ids)
+        entries = entries.filter(event_id__in=event_ids)
+    Status = WaitlistEntry.Status
+    counts = {
+        row.pop("event_id"): row
+        for row in entries.values("event_id")
+        .annotate(
+            waiting=Count("pk", filter=Q(status=Status.WAITING)),
+            offers_out=Count("pk", filter=Q(status=Status.OFFERED, taken=False)),
+            offers_taken=Count("pk", filter=Q(taken=True)),
+            offers_expired=Count("pk", filter=Q(status=Status.EXPIRED, taken=False)),
+        )
+        .order_by()
+    }
+    zero = {"waiting": 0, "offers_out": 0, "offers_taken": 0, "offers_expired": 0}
+    return [
+        {
+            "event_id": w.event_id,
+            "offer_seconds": w.offer_seconds,
+            "paused": w.paused,
+            **counts.get(w.event_id, zero),
+        }  # fmt: skip
+        for w in waitlists
+    ]

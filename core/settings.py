@@ -269,6 +269,9 @@ WAITING_ROOM_PERSIST_SECONDS = env.float("WAITING_ROOM_PERSIST_SECONDS", default
 WAITING_ROOM_ADMISSION_LAG_SECONDS = env.float("WAITING_ROOM_ADMISSION_LAG_SECONDS", default=2.0)
 WAITING_ROOM_MIN_CAPACITY = env.int("WAITING_ROOM_MIN_CAPACITY", default=100)
 WAITING_ROOM_MAX_RETRY_AFTER = env.int("WAITING_ROOM_MAX_RETRY_AFTER", default=30)
+# The waitlist (core/services/waitlists.py): how often beat ends expired offers and offers
+# any returned tickets left over (rounds also run at once when tickets come back).
+WAITLIST_TICK_SECONDS = env.float("WAITLIST_TICK_SECONDS", default=2.0)
 # With debug on, API clients still get JSON for 404/405 (see api/debug.py); appended
 # here, outside the MIDDLEWARE list, so production runs without it.
 if DEBUG:

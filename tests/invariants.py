@@ -32,8 +32,8 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
     """What PostgreSQL and the Redis gate (unless `gate` is False) say about one event."""
     from django.db.models import Count, Sum
 
-    from core.gate.keys import gate_keys
-    from core.models import Event, Order, Ticket
+    from core.gate.keys import gate_keys, offers_key
+    from core.models import Event, Order, Ticket, WaitlistEntry
     from core.redis_client import get_redis
     from core.selectors import event_remaining
 
@@ -48,7 +48,12 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
     tickets = Ticket.objects.filter(event_id=event_id).aggregate(
         n=Count("id"), orders=Count("order_id", distinct=True), qty=Sum("quantity")
     )
-    remaining = (redis_client or get_redis()).hget(gate_keys(event_id)[0], "remaining")
+    client = redis_client or get_redis()
+    remaining, pool = client.hmget(gate_keys(event_id)[0], "remaining", "pool")
+    free = None if remaining is None else int(remaining) + int(pool or 0)
+    offers_out = WaitlistEntry.objects.filter(
+        event_id=event_id, status=WaitlistEntry.Status.OFFERED, orders__isnull=True
+    )
     confirmed = orders.get("confirmed") or {}
     return {
         "total": event.total_tickets,
@@ -59,10 +64,25 @@ def sold_figures(event_id: int, redis_client=None, *, gate: bool = True) -> dict
         "pending_orders": (orders.get("pending") or {}).get("n") or 0,
         "ticket_quantity": tickets["qty"] or 0,
         "one_ticket_per_order": tickets["n"] == tickets["orders"] == (confirmed.get("n") or 0),
-        "gate_remaining": None if not gate or remaining is None else int(remaining),
-        # total - sold - pending, as the gate's rebuild and /ops/queues/ compute it
+        # Free in the gate: on sale plus the waitlist's pool of returned tickets.
+        "gate_remaining": free if gate else None,
+        # total - sold - pending - offered, as the gate's rebuild and /ops/queues/ compute it
         "database_remaining": event_remaining(event=event),
+        # Waitlist offers out: {user id: (tickets, entry id)}, in each store.
+        "gate_offers": _gate_offers(client, offers_key(event_id)) if gate else None,
+        "database_offers": {
+            user: (tickets, entry)
+            for user, tickets, entry in offers_out.values_list("user_id", "offered_quantity", "pk")
+        },
     }
+
+
+def _gate_offers(client, key: str) -> dict:
+    offers = {}
+    for user, value in client.hgetall(key).items():
+        tickets, entry = (value.decode() if isinstance(value, bytes) else value).split(":")
+        offers[int(user)] = (int(tickets), int(entry))
+    return offers
 
 
 def assert_invariants(
@@ -95,7 +115,11 @@ def assert_invariants(
     if figures["pending_orders"]:
         problems.append(f"{figures['pending_orders']} orders still pending")
     if gate and figures["gate_remaining"] != figures["database_remaining"]:
-        problems.append("Redis gate remaining != PostgreSQL's remaining (total - sold - pending)")
+        problems.append(
+            "Redis gate remaining != PostgreSQL's remaining (total - sold - pending - offered)"
+        )
+    if gate and figures["gate_offers"] != figures["database_offers"]:
+        problems.append("the gate's waitlist offers != PostgreSQL's offers out")
     if accepted_ids is not None:
         in_db = set(Order.objects.filter(event_id=event_id).values_list("id", flat=True))
         seen = {int(i) for i in accepted_ids}

@@ -129,6 +129,11 @@ app.conf.update(
             "schedule": float(settings.WAITING_ROOM_PERSIST_SECONDS),
             "options": {"expires": float(settings.WAITING_ROOM_PERSIST_SECONDS)},
         },
+        "waitlist-tick": {
+            "task": "workers.waitlist_tasks.waitlist_tick",
+            "schedule": float(settings.WAITLIST_TICK_SECONDS),
+            "options": {"expires": float(settings.WAITLIST_TICK_SECONDS)},
+        },
         "top-events-refresh": {
             "task": "workers.tasks.top_events_refresh",
             "schedule": float(settings.TOP_EVENTS_REFRESH_SECONDS),
@@ -142,6 +147,7 @@ app.conf.update(
 app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 app.autodiscover_tasks(["workers"], related_name="room_tasks", force=True)
+app.autodiscover_tasks(["workers"], related_name="waitlist_tasks", force=True)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +200,7 @@ CHATTER_LOGGERS = (
     "celery.app.trace",
     "workers.tasks",
     "workers.room_tasks",
+    "workers.waitlist_tasks",
 )
 _chatter = PeriodicTaskChatter(PERIODIC_TASKS)
 for _name in CHATTER_LOGGERS:

@@ -10,3 +10,4 @@ from api.views.events import *  # noqa: F403
 from api.views.ops import *  # noqa: F403
 from api.views.orders import *  # noqa: F403
 from api.views.waiting_room import *  # noqa: F403
+from api.views.waitlist import *  # noqa: F403

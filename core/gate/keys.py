@@ -13,7 +13,7 @@ from core.redis_client import get_redis
 _LUA_DIR = Path(__file__).resolve().parent
 _SOURCES = {
     name: (_LUA_DIR / f"{name}.lua").read_text()
-    for name in ("reserve", "release", "adjust", "load", "line")
+    for name in ("reserve", "release", "adjust", "load", "line", "waitlist")
 }
 # The reserve script checks the waiting room's admission in its own call: the room's
 # library (room.lua, local functions only) comes first (core/waiting_room.py).
@@ -35,6 +35,11 @@ def gate_keys(event_id: int) -> tuple[str, str, str]:
     """The gate hash, the buyers hash, the in-flight zset."""
     base = f"gate:{{ev:{event_id}}}"
     return base, f"{base}:buyers", f"{base}:inflight"
+
+
+def offers_key(event_id: int) -> str:
+    """The event's waitlist offers: user id -> '<tickets>:<entry id>' (waitlist.lua)."""
+    return f"gate:{{ev:{event_id}}}:offers"
 
 
 def room_keys(event_id: int) -> list[str]:

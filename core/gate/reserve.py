@@ -26,6 +26,7 @@ from core.gate.keys import (
     inflight_key,
     key_or_absent,
     line_keys,
+    offers_key,
     rate_key,
     room_keys,
 )
@@ -82,6 +83,8 @@ class GateStatus(StrEnum):
     THROTTLED = "throttled"
     SALE_NOT_OPEN = "sale_not_open"
     SOLD_OUT = "sold_out"
+    SOLD_OUT_WAITLIST = "sold_out_waitlist"  # sold out, and the event has a waitlist
+    OFFER_EXCEEDED = "offer_exceeded"  # asked for more than the buyer's waitlist offer
     INSUFFICIENT = "insufficient"
     LIMIT = "limit"
     # The event's waiting room (core/waiting_room.py) refuses before the stock is taken:
@@ -193,6 +196,8 @@ class GateReply:
     replay: IdempotencyRecord | None = None  # REPLAY
     place: Place | None = None  # OK
     line: Line | None = None  # OK: the line as it stood at this accept
+    offer_entry: int | None = None  # OK: the waitlist entry whose offer it took
+    tickets_offered: int | None = None  # OFFER_EXCEEDED
 
 
 def gate_reserve(ask: PurchaseAsk, *, now: float | None = None) -> GateReply:
@@ -215,6 +220,7 @@ def gate_reserve(ask: PurchaseAsk, *, now: float | None = None) -> GateReply:
             key_or_absent(counter, event_id),
             *line_keys(event_id)[1:],
             *room_keys(event_id),
+            offers_key(event_id),
         ],
         args=[
             ask.user_id,
@@ -232,16 +238,24 @@ def gate_reserve(ask: PurchaseAsk, *, now: float | None = None) -> GateReply:
 
 def _reply(raw: list, *, event_id: int, now: float, period: int) -> GateReply:
     """Parse reserve.lua's reply: {status, value} or, for ok, {'ok', remaining, line name,
-    number, served, trusted, served log, batch starts}, or for a waiting room's refusal
-    {status, 0, the room's reply}."""
+    number, served, trusted, served log, batch starts, offer's entry}, or for a waiting
+    room's refusal {status, 0, the room's reply}."""
     status = GateStatus(raw[0])
     if status is GateStatus.OK:
-        name, number, served, trusted, log, batches = raw[2:]
+        name, number, served, trusted, log, batches, entry = raw[2:]
         line = Line(
             name, int(served), trusted, line_parse_log(log), tuple(float(b) for b in batches)
         )
         place = Place(event_id, name, int(number))
-        return GateReply(status, tickets_left=int(raw[1]), place=place, line=line)
+        return GateReply(
+            status,
+            tickets_left=int(raw[1]),
+            place=place,
+            line=line,
+            offer_entry=int(entry) if entry else None,
+        )
+    if status is GateStatus.OFFER_EXCEEDED:
+        return GateReply(status, tickets_offered=int(raw[1]))
     if status is GateStatus.REPLAY:
         return GateReply(status, replay=IdempotencyRecord.from_text(raw[1]))
     if status is GateStatus.INSUFFICIENT:
@@ -259,26 +273,38 @@ def _reply(raw: list, *, event_id: int, now: float, period: int) -> GateReply:
 
 
 def gate_release(
-    *, event_id: int, operation_id: str, holdings: list[tuple[int, int]], idem_key: str = ""
-) -> None:
-    """Give (user id, quantity) pairs back to the gate and end `operation_id`."""
-    args: list = [operation_id]
+    *,
+    event_id: int,
+    operation_id: str,
+    holdings: list[tuple[int, int]],
+    idem_key: str = "",
+    offer_entry: int | None = None,
+) -> bool:
+    """Give (user id, quantity) pairs back to the gate and end `operation_id`; return
+    True when they went to the waitlist's pool (offers are due: core/services/waitlists.py).
+
+    `offer_entry`: the tickets came from this waitlist offer, which gets them back.
+    """
+    args: list = [operation_id, offer_entry or ""]
     for user_id, quantity in holdings:
         args += [user_id, quantity]
-    gate_script("release")(
-        keys=[*gate_keys(event_id), key_or_absent(idem_key, event_id)], args=args
-    )
+    keys = [*gate_keys(event_id), key_or_absent(idem_key, event_id), offers_key(event_id)]
+    return gate_script("release")(keys=keys, args=args) == 2
 
 
-def gate_unreserve(ask: PurchaseAsk, *, give_back: bool = True) -> None:
-    """End the reservation of `ask`; its tickets go back unless `give_back` is False
-    (the order may exist: the gate errs towards refusing until reconciliation)."""
+def gate_unreserve(
+    ask: PurchaseAsk, *, give_back: bool = True, offer_entry: int | None = None
+) -> None:
+    """End the reservation of `ask`; its tickets go back (to the waitlist offer they came
+    from, if any) unless `give_back` is False (the order may exist: the gate errs towards
+    refusing until reconciliation)."""
     holdings = [(ask.user_id, ask.quantity)] if give_back else []
     gate_release(
         event_id=ask.event_id,
         operation_id=ask.operation_id,
         holdings=holdings,
         idem_key=ask.idem_key,
+        offer_entry=offer_entry,
     )
 
 

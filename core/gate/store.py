@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from core.gate.keys import drain_flag_key, gate_keys, gate_script, room_keys
+from core.gate.keys import drain_flag_key, gate_keys, gate_script, offers_key, room_keys
 from core.gate.reserve import GateStatus
 from core.redis_client import get_redis
 
@@ -16,16 +16,30 @@ INFLIGHT_STALE_SECONDS = 60
 
 @dataclass(frozen=True)
 class GateSnapshot:
-    """What PostgreSQL says the gate of one event should hold."""
+    """What PostgreSQL says the gate of one event should hold.
+
+    The free tickets (total - sold - pending - offered) are on sale (`remaining`) or, while
+    the event's waitlist is on and someone waits on it, in its `pool`, to be offered.
+    """
 
     remaining: int
     starts: float
     ends: float
     limit: int
     held_by_user: dict[int, int]
+    pool: int = 0
+    waitlist: str = ""  # '' (none), 'on' or 'paused'
+    offers: tuple[tuple[int, int, int], ...] = ()  # (user id, tickets, entry id)
+
+    @property
+    def free(self) -> int:
+        return self.remaining + self.pool
 
     def as_args(self) -> list:
         args: list = [self.remaining, self.starts, self.ends, self.limit]
+        args += [self.pool, self.waitlist, len(self.offers)]
+        for offer in self.offers:
+            args += list(offer)
         for user_id, held in self.held_by_user.items():
             args += [user_id, held]
         return args
@@ -36,7 +50,8 @@ class AdjustReply:
     """adjust.lua's reply: OK, INSUFFICIENT (nothing changed) or MISSING (no gate)."""
 
     status: GateStatus
-    remaining: int  # tickets left after the change (OK), or as they were (INSUFFICIENT)
+    remaining: int  # tickets free (on sale + the waitlist's pool) after the change (OK),
+    # or as they were (INSUFFICIENT)
 
 
 def gate_operation_begin(*, event_id: int, operation_id: str, delta: int = 0) -> AdjustReply:
@@ -68,24 +83,27 @@ def gate_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None
     """Write the gate from `snapshot`: when missing (init) or unchanged since `expected_seq`."""
     mode = "init" if expected_seq is None else "reconcile"
     written = gate_script("load")(
-        keys=list(gate_keys(event_id)), args=[mode, expected_seq or "", *snapshot.as_args()]
+        keys=[*gate_keys(event_id), offers_key(event_id)],
+        args=[mode, expected_seq or "", *snapshot.as_args()],
     )
     return bool(written)
 
 
 def gate_observe(*, event_id: int) -> tuple[str | None, int, int | None]:
-    """Return (seq, live operations in flight, remaining), dropping dead operations first."""
+    """Return (seq, live operations in flight, free tickets: on sale + the waitlist's
+    pool), dropping dead operations first."""
     gate, _, inflight = gate_keys(event_id)
     pipe = get_redis().pipeline(transaction=True)
     pipe.zremrangebyscore(inflight, "-inf", time.time() - INFLIGHT_STALE_SECONDS)
     pipe.hget(gate, "seq")
     pipe.zcard(inflight)
-    pipe.hget(gate, "remaining")
-    _, seq, live, remaining = pipe.execute()
-    return seq, live, None if remaining is None else int(remaining)
+    pipe.hmget(gate, "remaining", "pool")
+    _, seq, live, (remaining, pool) = pipe.execute()
+    return seq, live, None if remaining is None else int(remaining) + int(pool or 0)
 
 
 def gate_remaining(*, event_id: int) -> int | None:
+    """Tickets on sale (not counting the waitlist's pool); None when the gate is missing."""
     value = get_redis().hget(gate_keys(event_id)[0], "remaining")
     return None if value is None else int(value)
 
@@ -97,4 +115,6 @@ def gate_held(*, event_id: int, user_id: int) -> int:
 def gate_forget(*, event_id: int) -> None:
     """Drop an event's gate and waiting room (the event is gone); idempotency records
     expire by themselves."""
-    get_redis().delete(*gate_keys(event_id), *room_keys(event_id), drain_flag_key(event_id))
+    get_redis().delete(
+        *gate_keys(event_id), *room_keys(event_id), drain_flag_key(event_id), offers_key(event_id)
+    )

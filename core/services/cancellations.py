@@ -12,6 +12,7 @@ from core.gate.reserve import gate_release
 from core.gate.store import gate_operation_begin
 from core.models import Event, Order, Ticket
 from core.selectors import access_order
+from core.services.waitlists import waitlist_offer_soon
 
 
 def order_abandon(*, order_id: int, reason: str) -> bool:
@@ -32,12 +33,14 @@ def order_cancel(*, order_id: int, user_id: int, is_admin: bool) -> Order:
     """Cancel a confirmed order of an event that has not started; twice is a no-op.
 
     The tickets go back on sale: `tickets_sold` drops under the event-row lock, and the
-    gate gets them back after the commit.
+    gate gets them back after the commit (to the waitlist's pool while the event has one
+    on, and an offer round is queued: core/services/waitlists.py).
     """
     order = access_order(order_id=order_id, user_id=user_id, is_admin=is_admin)
     operation_id = new_operation_id("cancel")
     gate_operation_begin(event_id=order.event_id, operation_id=operation_id)
     released: list[tuple[int, int]] = []
+    pooled = False
     try:
         with transaction.atomic(durable=True):
             # NO KEY on both rows: tickets_sold and the order's status change, no key.
@@ -62,7 +65,9 @@ def order_cancel(*, order_id: int, user_id: int, is_admin: bool) -> Order:
             order.save(update_fields=["status", "reason", "updated_at"])
             released = [(order.user_id, order.quantity)]
     finally:
-        gate_release(event_id=order.event_id, operation_id=operation_id, holdings=released)
+        pooled = gate_release(event_id=order.event_id, operation_id=operation_id, holdings=released)
     order_cards_write([(order.pk, order_card_of(order))])
     event_card_drop(event_id=order.event_id)
+    if pooled:
+        waitlist_offer_soon(event_id=order.event_id)
     return order

@@ -42,15 +42,23 @@ REJECT_REASON_LIMIT = "The per-user ticket limit for this event would be exceede
 
 _INSERT = (
     f"INSERT INTO {Order._meta.db_table} "
-    "(user_id, event_id, quantity, status, reason, idempotency_key, created_at, updated_at) "
-    "VALUES (%s, %s, %s, %s, '', %s, %s, %s) RETURNING id"
+    "(user_id, event_id, quantity, status, reason, idempotency_key, created_at, updated_at, "
+    "waitlist_entry_id) VALUES (%s, %s, %s, %s, '', %s, %s, %s, %s) RETURNING id"
 )
 
 
 def order_insert_pending(
-    *, user_id: int, event_id: int, quantity: int, idempotency_key: str | None
+    *,
+    user_id: int,
+    event_id: int,
+    quantity: int,
+    idempotency_key: str | None,
+    waitlist_entry_id: int | None = None,
 ) -> Order:
     """INSERT a pending order and return it, as Order.objects.create would.
+
+    `waitlist_entry_id`: the waitlist offer the order takes (its tickets stop counting as
+    offered in the same INSERT that makes them pending).
 
     Raises DatabaseUnavailableError when there is no connection (nothing was sent),
     IntegrityError on a conflict (a replayed key, a deleted event), another
@@ -70,7 +78,10 @@ def order_insert_pending(
         with connection.cursor() as cursor:
             cursor.execute(
                 _INSERT,
-                [user_id, event_id, quantity, Order.Status.PENDING, idempotency_key, now, now],
+                [
+                    *(user_id, event_id, quantity, Order.Status.PENDING, idempotency_key),
+                    *(now, now, waitlist_entry_id),
+                ],
             )
             (order_id,) = cursor.fetchone()
     order = Order(
@@ -84,6 +95,7 @@ def order_insert_pending(
         created_at=now,
         updated_at=now,
         finalized_at=None,
+        waitlist_entry_id=waitlist_entry_id,
     )
     order._state.adding = False
     return order

@@ -39,6 +39,8 @@ from core.exceptions import (
     SaleClosedError,
     SoldOutError,
     ThrottledError,
+    WaitlistOfferExceededError,
+    WaitlistOpenError,
 )
 from core.gate.line import order_standing
 from core.gate.reserve import (
@@ -90,7 +92,7 @@ def purchase_request(
     if reply.status is GateStatus.REPLAY:
         return _replayed(_replay(ask, reply.replay))
     _raise_refusal(reply)
-    result = _record_order(ask=ask, place=reply.place)
+    result = _record_order(ask=ask, reply=reply)
     if result.replayed:
         return _replayed(result)
     order = result.order
@@ -138,6 +140,14 @@ def _raise_refusal(reply: GateReply) -> None:
         raise ThrottledError(retry_after=reply.retry_after)
     if status is GateStatus.SOLD_OUT:
         raise SoldOutError(extra={"tickets_available": 0})
+    if status is GateStatus.SOLD_OUT_WAITLIST:
+        raise WaitlistOpenError(extra={"tickets_available": 0})
+    if status is GateStatus.OFFER_EXCEEDED:
+        offered = reply.tickets_offered
+        raise WaitlistOfferExceededError(
+            f"Your waitlist offer is for {offered} ticket(s).",
+            extra={"tickets_offered": offered},
+        )
     if status is GateStatus.INSUFFICIENT:
         left = reply.tickets_left
         raise InsufficientTicketsError(
@@ -188,26 +198,29 @@ def _replayed(result: PurchaseResult) -> PurchaseResult:
 # --- 2. record -----------------------------------------------------------------------
 
 
-def _record_order(*, ask: PurchaseAsk, place: Place) -> PurchaseResult:
-    """Insert the pending order for a reservation, giving the tickets back if that fails.
+def _record_order(*, ask: PurchaseAsk, reply: GateReply) -> PurchaseResult:
+    """Insert the pending order for a reservation, giving the tickets back if that fails
+    (to the buyer's waitlist offer, when they came from one).
 
     When the connection breaks during the insert itself, the order may or may not have
     been committed: the reservation is then kept (the gate errs towards refusing) and
     reconciliation settles it; a retry with the same Idempotency-Key finds the order.
     The line then cannot count it either, and is trusted no more.
     """
+    place, offer = reply.place, reply.offer_entry
     try:
         order = order_insert_pending(
             user_id=ask.user_id,
             event_id=ask.event_id,
             quantity=ask.quantity,
             idempotency_key=ask.idempotency_key,
+            waitlist_entry_id=offer,
         )
     except IntegrityError:
-        _give_back(ask, place)
+        _give_back(ask, place, offer=offer)
         return _replay_from_database(ask)
     except DatabaseUnavailableError:  # nothing was sent: nothing was written
-        _give_back(ask, place)
+        _give_back(ask, place, offer=offer)
         raise
     except DatabaseError:
         _give_back(ask, place, tickets=False)
@@ -219,9 +232,12 @@ def _record_order(*, ask: PurchaseAsk, place: Place) -> PurchaseResult:
     return PurchaseResult(order=order)
 
 
-def _give_back(ask: PurchaseAsk, place: Place, *, tickets: bool = True) -> None:
-    """End the reservation, giving its tickets back unless the order may exist."""
-    gate_unreserve(ask, give_back=tickets)
+def _give_back(
+    ask: PurchaseAsk, place: Place, *, tickets: bool = True, offer: int | None = None
+) -> None:
+    """End the reservation, giving its tickets back (to `offer`, the waitlist entry they
+    came from, if any) unless the order may exist."""
+    gate_unreserve(ask, give_back=tickets, offer_entry=offer)
     _return_number(place, outcome_unknown=not tickets)
 
 
