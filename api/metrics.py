@@ -50,6 +50,7 @@ class SharedStateCollector:
         )
         yield from _line_gauges(rows)
         yield from _waiting_room_gauges()
+        yield from _waitlist_gauges()
 
 
 def _line_gauges(rows: list[dict]):
@@ -98,6 +99,29 @@ def _waiting_room_gauges():
     for row in waiting_room_summary():
         for key, gauge in gauges.items():
             gauge.add_metric([str(row["event"])], float(row[key]))
+    yield from gauges.values()
+
+
+_WAITLIST_GAUGES = {
+    "waiting": "Entries on the event's waitlist waiting for an offer.",
+    "offers_out": "Waitlist offers holding tickets, not taken yet.",
+    "offers_taken": "Waitlist offers an order took.",
+    "offers_expired": "Waitlist offers that expired untaken (each passed to the next entry).",
+    "paused": "1 while the waitlist is paused (returns go on general sale).",
+}
+
+
+def _waitlist_gauges():
+    """Per event on sale with a waitlist (core.ops.waitlist_summary)."""
+    from core.ops import waitlist_summary
+
+    gauges = {
+        key: GaugeMetricFamily(f"event_waitlist_{key}", text, labels=["event"])
+        for key, text in _WAITLIST_GAUGES.items()
+    }
+    for row in waitlist_summary():
+        for key, gauge in gauges.items():
+            gauge.add_metric([str(row["event_id"])], float(row[key]))
     yield from gauges.values()
 
 

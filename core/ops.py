@@ -175,8 +175,28 @@ def queue_summary(*, events_limit: int = 50) -> dict:
         "events": gate,
         "disagreements": sum(1 for row in gate if not row["agrees"]),
         "waiting_rooms": waiting_room_summary(limit=events_limit),
+        "waitlists": waitlist_summary(limit=events_limit),
         "checked_at": timezone.now().isoformat(),
     }
+
+
+# --- The waitlists (core/services/waitlists.py) --------------------------------------
+
+
+def waitlist_summary(*, limit: int = 50) -> list[dict]:
+    """For each event on sale with a waitlist (soonest first): its offer time, whether it
+    is paused, entries waiting, offers out, offers taken and offers expired (two queries:
+    `waitlist_figures`)."""
+    from core.selectors import waitlist_figures
+
+    events = list(
+        events_on_sale()
+        .filter(waitlist__isnull=False)
+        .order_by("date", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+    rows = {row["event_id"]: row for row in waitlist_figures(event_ids=events)}
+    return [{"event": pk, **rows[pk]} for pk in events if pk in rows]
 
 
 # --- The waiting rooms (core/waiting_room.py) ---------------------------------------

@@ -343,6 +343,8 @@ def waitlist_figures(*, event_ids: list[int] | None = None) -> list[dict]:
     if event_ids is not None:
         waitlists = waitlists.filter(event_id__in=event_ids)
         entries = entries.filter(event_id__in=event_ids)
+    if event_ids == []:
+        return []
     Status = WaitlistEntry.Status
     counts = {
         row.pop("event_id"): row

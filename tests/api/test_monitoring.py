@@ -187,9 +187,10 @@ def test_ops_queues_costs_the_same_few_queries_whatever_the_number_of_events(
     for _ in range(5):
         make_event()
     # Pending orders (2: the summary, the last minute's), events on sale with their
-    # pending tickets (1), the waiting rooms of events on sale (1). Authentication and
-    # the permission check read nothing.
-    with django_assert_num_queries(4):
+    # pending tickets (1), the waiting rooms of events on sale (1), the waitlists of
+    # events on sale (1; their figures: none here). Authentication and the permission
+    # check read nothing.
+    with django_assert_num_queries(5):
         response = admin_client.get("/ops/queues/")
 
     assert response.status_code == 200

@@ -14,6 +14,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.models import Event, Order, Ticket
 from core.services.waiting_room import waiting_room_configure
+from core.services.waitlists import waitlist_configure
 
 pytestmark = pytest.mark.django_db
 
@@ -62,6 +63,13 @@ ENDPOINTS = {
     "room-delete": ("delete", "/events/{event}/waiting-room/", None),
     "room-join": ("post", "/events/{event}/waiting-room/join/", None),
     "room-me": ("get", "/events/{event}/waiting-room/me/", None),
+    # The waitlist endpoints run on the world's sold-out event, which has a waitlist.
+    "list-get": ("get", "/events/{event}/waitlist/", None),
+    "list-put": ("put", "/events/{event}/waitlist/", lambda w: {"offer_seconds": 300}),
+    "list-delete": ("delete", "/events/{event}/waitlist/", None),
+    "list-join": ("post", "/events/{event}/waitlist/join/", lambda w: {"quantity": 1}),
+    "list-me": ("get", "/events/{event}/waitlist/me/", None),
+    "list-leave": ("delete", "/events/{event}/waitlist/me/", None),
     "health": ("get", "/health/", None),
     "ready": ("get", "/ready/", None),
     "schema": ("get", "/schema/?format=json", None),
@@ -91,6 +99,12 @@ MATRIX = {
     "room-delete": (401, 403, 204),
     "room-join": (401, 201, 403),
     "room-me": (401, 404, 403),  # the buyer has not joined: 404 not_in_waiting_room
+    "list-get": (200, 200, 200),
+    "list-put": (401, 403, 200),
+    "list-delete": (401, 403, 204),
+    "list-join": (401, 201, 403),
+    "list-me": (401, 404, 403),  # the buyer has not joined: 404 not_on_waitlist
+    "list-leave": (401, 404, 403),
     "health": (200, 200, 200),
     "ready": (200, 200, 200),
     "schema": (200, 200, 200),
@@ -122,7 +136,15 @@ def world(buyer):
         name="Room", date=timezone.now() + timedelta(days=5), total_tickets=100
     )
     waiting_room_configure(event_id=room_event.pk, **ROOM_BODY)
+    # Sold out (to the buyer), with a waitlist.
+    list_event = Event.objects.create(
+        name="Waitlist", date=timezone.now() + timedelta(days=5), total_tickets=1, tickets_sold=1
+    )
+    sold_out = Order.objects.create(user=buyer, event=list_event, quantity=1, status="confirmed")
+    Ticket.objects.create(order=sold_out, user=buyer, event=list_event, quantity=1)
+    waitlist_configure(event_id=list_event.pk, offer_seconds=600, paused=False)
     return {
+        "list_event": list_event,
         "event": event,
         "room_event": room_event,
         "order": order,
@@ -156,7 +178,9 @@ def test_each_role_gets_the_expected_status_from_each_endpoint(
 ):
     client = {ANON: APIClient(), USER: client_for(buyer), ADMIN: client_for(admin)}[role]
     method, template, body = ENDPOINTS[name]
-    event = world["room_event"] if name.startswith("room-") else world["event"]
+    event = {"room": world["room_event"], "list": world["list_event"]}.get(
+        name.split("-")[0], world["event"]
+    )
     path = template.format(event=event.pk, order=world["order"].pk)
     kwargs = {"format": "json"} if method != "get" else {}
     if body:

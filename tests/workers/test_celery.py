@@ -21,6 +21,7 @@ from workers.celery import CHATTER_LOGGERS, PERIODIC_TASKS
 from workers.room_tasks import waiting_room_persist
 from workers.tasks import event_orders_commit, gate_reconcile, orders_requeue_stale
 from workers.tasks import top_events_refresh as top_events_refresh_task
+from workers.waitlist_tasks import waitlist_tick
 
 # Tasks run through Celery's tracer (apply), whose Django fixup closes the connection
 # around each task: no test transaction could survive that.
@@ -29,7 +30,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # Where beat logs a task's sending, the worker its receipt, expiry and success, and tasks
 # their own lines.
 TASK_LOGGERS = (*CHATTER_LOGGERS, "core.services.drain")  # and the commit's own line
-PERIODIC = (gate_reconcile, orders_requeue_stale, top_events_refresh_task, waiting_room_persist)
+PERIODIC = (
+    gate_reconcile,
+    orders_requeue_stale,
+    top_events_refresh_task,
+    waiting_room_persist,
+    waitlist_tick,
+)
 
 
 @pytest.fixture

@@ -61,4 +61,10 @@ class Command(BaseCommand):
                 f"not bought {row['admitted_not_bought']}, expired {row['expired']}, "
                 f"capacity {row['capacity']}" + ("" if row["admitting"] else " (not admitting)")
             )
+        for row in summary.get("waitlists", []):
+            lines.append(
+                f"list  {row['event']:>6} waiting {row['waiting']:>8} offers out "
+                f"{row['offers_out']:>6} taken {row['offers_taken']} expired "
+                f"{row['offers_expired']}" + (" (paused)" if row["paused"] else "")
+            )
         return "\n".join(lines)
