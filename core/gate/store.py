@@ -89,17 +89,29 @@ def gate_load(*, event_id: int, snapshot: GateSnapshot, expected_seq: str | None
     return bool(written)
 
 
-def gate_observe(*, event_id: int) -> tuple[str | None, int, int | None]:
-    """Return (seq, live operations in flight, free tickets: on sale + the waitlist's
-    pool), dropping dead operations first."""
+@dataclass(frozen=True)
+class GateObservation:
+    """The gate as a reconciliation reads it, before PostgreSQL."""
+
+    seq: str | None  # None: no gate
+    live: int  # operations in flight
+    free: int | None  # tickets on sale + the waitlist's pool
+    offers: tuple[tuple[int, int, int], ...]  # (user id, tickets, entry id), sorted
+
+
+def gate_observe(*, event_id: int) -> GateObservation:
+    """Read the gate for a reconciliation, dropping dead operations first."""
     gate, _, inflight = gate_keys(event_id)
     pipe = get_redis().pipeline(transaction=True)
     pipe.zremrangebyscore(inflight, "-inf", time.time() - INFLIGHT_STALE_SECONDS)
     pipe.hget(gate, "seq")
     pipe.zcard(inflight)
     pipe.hmget(gate, "remaining", "pool")
-    _, seq, live, (remaining, pool) = pipe.execute()
-    return seq, live, None if remaining is None else int(remaining) + int(pool or 0)
+    pipe.hgetall(offers_key(event_id))
+    _, seq, live, (remaining, pool), offers = pipe.execute()
+    free = None if remaining is None else int(remaining) + int(pool or 0)
+    held = sorted((int(user), *map(int, value.split(":"))) for user, value in offers.items())
+    return GateObservation(seq, live, free, tuple(held))
 
 
 def gate_remaining(*, event_id: int) -> int | None:

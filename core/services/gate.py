@@ -34,22 +34,28 @@ def gate_reconcile_event(*, event_id: int) -> str:
     release or change touched the gate in between and none was in flight, so it can run
     during a sale without ever undoing a reservation.
     """
-    seq, live, remaining = gate_observe(event_id=event_id)
-    if live:
+    seen = gate_observe(event_id=event_id)
+    if seen.live:
         return "busy"
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return "ok"
     snapshot = event_gate_snapshot(event=event)
-    if seq is None:
+    if seen.seq is None:
         gate_load(event_id=event_id, snapshot=snapshot)
         return "built"
-    if not gate_load(event_id=event_id, snapshot=snapshot, expected_seq=seq):
+    if not gate_load(event_id=event_id, snapshot=snapshot, expected_seq=seen.seq):
         return "busy"
-    if remaining != snapshot.remaining:
+    if seen.free != snapshot.free or seen.offers != tuple(sorted(snapshot.offers)):
         logger.warning(
             "gate corrected",
-            extra={"event_id": event_id, "gate": remaining, "database": snapshot.remaining},
+            extra={
+                "event_id": event_id,
+                "gate": seen.free,
+                "database": snapshot.free,
+                "offers_gate": len(seen.offers),
+                "offers_database": len(snapshot.offers),
+            },
         )
         return "fixed"
     return "ok"

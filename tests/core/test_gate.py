@@ -78,7 +78,7 @@ def test_reconcile_waits_while_an_operation_is_in_flight(make_event):
 def test_reconcile_gives_up_when_the_gate_moved_since_its_snapshot(make_event):
     event = make_event(total_tickets=10)
     gate_ensure(event_id=event.pk)
-    seq, _, _ = gate_observe(event_id=event.pk)
+    seq = gate_observe(event_id=event.pk).seq
     reserve(event, quantity=2)
     get_redis().zrem(inflight_key(event.pk), "buy:t")
     snapshot = GateSnapshot(remaining=10, starts=0, ends=0, limit=0, held_by_user={})
