@@ -1,7 +1,7 @@
 """Reads for operators: queue depths, pending orders, live workers, gate agreement, lines.
 
 The selectors behind `GET /ops/queues/`, `manage.py queues` and the gauges of `/metrics`
-(kept apart from core/selectors.py, the product's reads). Each answers from Redis and
+(kept apart from core/selectors/__init__.py, the product's reads). Each answers from Redis and
 PostgreSQL in a few round trips and never waits on the workers: a worker announces
 itself (core/services/workers.py, from a bootstep in workers/celery.py), it is not
 pinged.

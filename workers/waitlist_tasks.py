@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
-from core.services.waitlists import waitlist_offer
-from core.services.waitlists import waitlist_tick as waitlist_tick_service
+from core.services.waitlist_offers import waitlist_offer
+from core.services.waitlist_offers import waitlist_tick as waitlist_tick_service
 from workers.tasks import RETRYABLE, single_flight
 
 

@@ -97,7 +97,7 @@ class OrderListApi(APIView):
         return page_response(request, self, orders, s.OrderOutputSerializer)
 
 
-# A poll's path: core/selectors.py `access_order_card` → the order's card (core/cards.py)
+# A poll's path: core/selectors/__init__.py `access_order_card` → the order's card (core/cards.py)
 # → while pending, its place in line (core/gate/line.py).
 class OrderDetailApi(LeanApiView):
     lean_methods = frozenset({"get"})

@@ -12,7 +12,7 @@ from core.gate.reserve import gate_release
 from core.gate.store import gate_operation_begin
 from core.models import Event, Order, Ticket
 from core.selectors import access_order
-from core.services.waitlists import waitlist_offer_soon
+from core.services.waitlist_offers import waitlist_offer_soon
 
 
 def order_abandon(*, order_id: int, reason: str) -> bool:

@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from core.services.waitlists import waitlist_offer
+from core.services.waitlist_offers import waitlist_offer
 from tests.api.test_hot_paths import (
     assert_accept_costs_one_insert_and_two_round_trips,
     redis_round_trips,

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from core.models import Order, WaitlistEntry
-from core.services.waitlists import waitlist_offer, waitlist_offers_expire
+from core.services.waitlist_offers import waitlist_offer, waitlist_offers_expire
 from tests.invariants import assert_invariants, sold_figures
 from tests.waitlist.conftest import buy, commit, join, me
 

@@ -11,7 +11,8 @@ from core.gate.waitlist import waitlist_gate_offers
 from core.models import WaitlistEntry
 from core.services.gate import gate_reconcile_event
 from core.services.waiting_room import waiting_room_configure
-from core.services.waitlists import waitlist_configure, waitlist_offer
+from core.services.waitlist_offers import waitlist_offer
+from core.services.waitlists import waitlist_configure
 from tests.invariants import assert_invariants, sold_figures
 from tests.waitlist.conftest import buy, commit, join, me
 

@@ -1,20 +1,29 @@
-"""Reads. Views and tasks call these instead of building querysets themselves."""
+"""Reads. Views and tasks call these instead of building querysets themselves.
+
+The waitlist's reads are in core/selectors/waitlists.py, importable from here too.
+"""
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import cards
-from core.exceptions import NotFoundError, NotOnWaitlistError
+from core.exceptions import NotFoundError
 from core.gate.line import order_standing, with_place
 from core.gate.store import GateSnapshot
 from core.models import Event, Order, TopEvent, Waitlist, WaitlistEntry
+from core.selectors.waitlists import (  # noqa: F401 - the waitlist's reads, from here too
+    WaitlistEntryView,
+    access_waitlist_entry,
+    offers_out,
+    waitlist_entry_view,
+    waitlist_figures,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +153,6 @@ def _remaining(total, sold, pending, offered):
     return total - sold - pending - offered
 
 
-def _offers_out(event_id) -> QuerySet[WaitlistEntry]:
-    """The event's waitlist offers not taken yet (no order took them)."""
-    return WaitlistEntry.objects.filter(
-        event_id=event_id, status=WaitlistEntry.Status.OFFERED, orders__isnull=True
-    )
-
-
 def event_remaining(*, event: Event) -> int:
     """Return what is left to sell of `event`: total - sold - pending - offered (one query).
 
@@ -179,7 +181,7 @@ def _pending_sum(event_id):
 
 
 def _offered_sum(event_id):
-    offers = _offers_out(event_id)
+    offers = offers_out(event_id)
     return offers.order_by().values("event_id").annotate(n=Sum("offered_quantity")).values("n")
 
 
@@ -214,7 +216,7 @@ def event_gate_snapshot(*, event: Event) -> GateSnapshot:
     offers: tuple = ()
     pooled = False
     if state:
-        offers = tuple(_offers_out(event.pk).values_list("user_id", "offered_quantity", "pk"))
+        offers = tuple(offers_out(event.pk).values_list("user_id", "offered_quantity", "pk"))
         waiting = WaitlistEntry.objects.filter(
             event_id=event.pk, status=WaitlistEntry.Status.WAITING
         )
@@ -268,102 +270,3 @@ def top_events_list(*, limit: int) -> tuple[list[TopEvent], datetime | None]:
         else (TopEvent.objects.values_list("refreshed_at", flat=True).first())
     )
     return rows, refreshed_at
-
-
-# --- The waitlist (core/services/waitlists.py) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class WaitlistEntryView:
-    """A buyer's entry as they see it: `status` is waiting, offered, bought (an order took
-    the offer), expired or left."""
-
-    event_id: int
-    status: str
-    quantity: int
-    position: int | None  # waiting: 1 = the next to be offered
-    offer_quantity: int | None
-    expires_at: datetime | None
-    order_id: int | None
-    joined_at: datetime
-
-    @property
-    def retry_after(self) -> int | None:
-        """Seconds to the next poll: sooner near the head of the line; None once final."""
-        if self.status == "offered":
-            return 5
-        if self.status != "waiting":
-            return None
-        return min(30, 2 + (self.position or 0) // 10)
-
-
-def waitlist_entry_view(entry: WaitlistEntry) -> WaitlistEntryView:
-    """What the buyer sees of `entry` (one query more for a waiting entry's position, one
-    for an offer's order)."""
-    status, position, order_id = entry.status, None, None
-    if status != WaitlistEntry.Status.WAITING:
-        order_id = entry.orders.order_by("-id").values_list("pk", flat=True).first()
-        if order_id is not None:
-            status = "bought"
-    else:
-        ahead = Q(line_key__lt=entry.line_key) | Q(line_key=entry.line_key, pk__lt=entry.pk)
-        position = (
-            1
-            + WaitlistEntry.objects.filter(
-                ahead, event_id=entry.event_id, status=WaitlistEntry.Status.WAITING
-            ).count()
-        )
-    return WaitlistEntryView(
-        event_id=entry.event_id,
-        status=status,
-        quantity=entry.quantity,
-        position=position,
-        offer_quantity=entry.offered_quantity,
-        expires_at=entry.expires_at if status == "offered" else None,
-        order_id=order_id,
-        joined_at=entry.joined_at,
-    )
-
-
-def access_waitlist_entry(*, event_id: int, user_id: int) -> WaitlistEntryView:
-    """The caller's own entry on the event's waitlist."""
-    entry = WaitlistEntry.objects.filter(event_id=event_id, user_id=user_id).first()
-    if entry is None:
-        raise NotOnWaitlistError()
-    return waitlist_entry_view(entry)
-
-
-def waitlist_figures(*, event_ids: list[int] | None = None) -> list[dict]:
-    """Per waitlist (by event): its settings, entries waiting, offers out, offers taken
-    and offers expired (two queries)."""
-    waitlists = Waitlist.objects.order_by("event_id")
-    entries = WaitlistEntry.objects.annotate(
-        taken=Exists(Order.objects.filter(waitlist_entry=OuterRef("pk")))
-    )
-    if event_ids is not None:
-        waitlists = waitlists.filter(event_id__in=event_ids)
-        entries = entries.filter(event_id__in=event_ids)
-    if event_ids == []:
-        return []
-    Status = WaitlistEntry.Status
-    counts = {
-        row.pop("event_id"): row
-        for row in entries.values("event_id")
-        .annotate(
-            waiting=Count("pk", filter=Q(status=Status.WAITING)),
-            offers_out=Count("pk", filter=Q(status=Status.OFFERED, taken=False)),
-            offers_taken=Count("pk", filter=Q(taken=True)),
-            offers_expired=Count("pk", filter=Q(status=Status.EXPIRED, taken=False)),
-        )
-        .order_by()
-    }
-    zero = {"waiting": 0, "offers_out": 0, "offers_taken": 0, "offers_expired": 0}
-    return [
-        {
-            "event_id": w.event_id,
-            "offer_seconds": w.offer_seconds,
-            "paused": w.paused,
-            **counts.get(w.event_id, zero),
-        }  # fmt: skip
-        for w in waitlists
-    ]
