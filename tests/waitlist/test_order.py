@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core.gate.waitlist import waitlist_gate_offers, waitlist_gate_read
 from core.models import Order, WaitlistEntry
+from core.services.gate import gate_reconcile_event
 from core.services.waitlists import waitlist_configure, waitlist_offer, waitlist_offers_expire
 from tests.invariants import assert_invariants
 from tests.waitlist.conftest import buy, commit, join
@@ -210,3 +211,17 @@ def test_expired_offers_pass_to_the_next_entries_that_fit(sale, buyers):
     unsold = line.unoffered + line.on_sale
     assert sum(taken.values_list("quantity", flat=True)) + unsold == run.returned
     assert figures["tickets_sold"] == event.total_tickets - unsold
+
+
+def test_reconciliation_finds_a_pool_no_entry_fits_in_agreement(sold_out, buyers):
+    """A return smaller than every waiting entry stays in the pool, and the gate then
+    agrees with PostgreSQL: reconciliation has nothing to correct."""
+    event, orders = sold_out(total=4)
+    _, (big,) = buyers(1)
+    join(big, event, 3)
+    holder, order_id = orders[0]
+    assert holder.post(f"/orders/{order_id}/cancel/").status_code == 200
+    assert waitlist_offer(event_id=event.pk) == 0
+    assert waitlist_gate_read(event_id=event.pk).pool == 1
+    assert_invariants(event.pk)
+    assert gate_reconcile_event(event_id=event.pk) == "ok"
