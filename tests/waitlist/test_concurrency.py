@@ -203,8 +203,9 @@ def test_returns_under_a_sold_out_flood_go_once_each_to_the_line_in_order(live):
     flood = Flood(live, event)
     flood.start()
     assert flood.started.wait(60), "the flood did not start"
-    cancelled_at = time.monotonic()
+    cancelled_at, cancelled_wall = time.monotonic(), time.time()
     cancels = _cancel_at_once(orders)
+    cancelled_in = time.monotonic() - cancelled_at
     assert {status for status, _ in cancels} == {200}, cancels
     flood.join(timeout=60)
     assert not flood.is_alive(), "the flood did not end"
@@ -257,8 +258,11 @@ def test_returns_under_a_sold_out_flood_go_once_each_to_the_line_in_order(live):
     assert taken.filter(status="confirmed").count() == len(offers)
     assert sum(taken.values_list("quantity", flat=True)) == returned
     assert sold_figures(event.pk)["database_offers"] == {}
+    times = WaitlistEntry.objects.filter(event_id=event.pk, offered_at__isnull=False)
+    first = min(times.values_list("offered_at", flat=True)).timestamp() - cancelled_wall
     print(
-        f"\nreturned {returned} tickets in {HOLDERS} cancellations; {len(offers)} offers "
-        f"in {rounds} rounds, all made {offered_in:.2f} s after the cancellations; flood "
+        f"\nfirst round {first:.2f} s after the cancellations; returned {returned} tickets in {HOLDERS} cancellations; {len(offers)} offers "
+        f"in {rounds} rounds, all made {offered_in:.2f} s after the cancellations began (the "
+        f"last cancellation answered after {cancelled_in:.2f} s); flood "
         f"{len(answers)} requests in {flood.seconds:.2f} s ({len(answers) / flood.seconds:.0f}/s)"
     )
