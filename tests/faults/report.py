@@ -16,6 +16,10 @@ FAULTS = {
     "broker_unreachable": "The broker unreachable for the API and workers for 4 s as the sale opens",
     "duplicate_delivery": "Every commit task delivered twice or more, two workers committing the same orders",
     "two_beats": "Two beat processes scheduling every periodic task",
+    "waitlist_worker_sigkill": "A worker SIGKILLed (then restarted) while committing the order that takes a waitlist offer",
+    "waitlist_redis_restart": "Redis restarted empty with waitlist offers out; the gate rebuilt by the next purchase",
+    "waitlist_redis_restart_reconcile": "Redis restarted empty with waitlist offers out; the gate rebuilt by reconciliation",
+    "waitlist_broker_unreachable": "The broker unreachable when a waitlist-offered buyer buys (503), then back: the offer must be kept",
 }
 
 PROMISES = """\
