@@ -23,6 +23,9 @@ def order_abandon(*, order_id: int, reason: str) -> bool:
             reason=reason,
             finalized_at=timezone.now(),
             updated_at=timezone.now(),
+            # A rejected order takes no waitlist offer: the entry's offer is out again
+            # (the caller gives its tickets back to it).
+            waitlist_entry=None,
         )
     if updated:
         order_cards_write([(order_id, order_card_of(Order.objects.get(pk=order_id)))])

@@ -305,7 +305,9 @@ def _unschedule(ask: PurchaseAsk, *, order: Order, place: Place) -> bool:
         return False  # the message got through after all and a worker made it final
     try:
         drain_unclaim(event_id=ask.event_id)
-        gate_unreserve(ask)
+        # Tickets taken from a waitlist offer go back to it: the buyer was told nothing
+        # was bought, and order_abandon made the offer count as out again.
+        gate_unreserve(ask, offer_entry=order.waitlist_entry_id)
         _return_number(place)
     except Exception:
         # The order is rejected: the answer stays "nothing was bought", whatever failed

@@ -22,7 +22,8 @@ from django.utils import timezone
 from core.gate.waitlist import waitlist_gate_offers, waitlist_gate_read
 from core.models import Order, WaitlistEntry
 from core.services.gate import gate_reconcile_event
-from core.services.waitlists import waitlist_configure, waitlist_offer, waitlist_offers_expire
+from core.services.waitlist_offers import waitlist_offer, waitlist_offers_expire
+from core.services.waitlists import waitlist_configure
 from tests.invariants import assert_invariants
 from tests.waitlist.conftest import buy, commit, join
 
