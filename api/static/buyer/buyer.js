@@ -430,7 +430,7 @@ const steps = {
     }
     const mine = await call("GET", `${waitlistPath()}me/`);
     if (mine.status === 200 && mine.data.status !== "left") return "waitlist";
-    const waiting = `${list.data.waiting} on the waitlist.`;
+    const waiting = `Buyers on the waitlist: ${list.data.waiting}.`;
     $("soldout-text").textContent = `Every ticket is taken for now. ${waiting}`;
     $("waitlist-form").hidden = false;
     $("waitlist-form").querySelector("[data-focus]").focus();
