@@ -34,10 +34,19 @@ WINDOW = (420, 900)
 # committed ones, docs/frontend.md "The reference buyer page").
 SCREENSHOTS = os.environ.get("BROWSER_SCREENSHOTS")
 
+MISSING = [
+    name
+    for name, found in [
+        ("chromium", CHROMIUM),
+        ("chromium-driver", CHROMEDRIVER),
+        ("selenium (requirements-dev.txt)", webdriver),
+    ]
+    if not found
+]
 needs_chromium = pytest.mark.skipif(
-    webdriver is None or CHROMIUM is None or CHROMEDRIVER is None,
-    reason="chromium and chromium-driver are not installed (scripts/system-packages installs "
-    "them; .ci/run runs it), or selenium is missing (requirements-dev.txt)",
+    bool(MISSING),
+    reason=f"not installed: {', '.join(MISSING)}; scripts/system-packages installs chromium "
+    "and chromium-driver (.ci/run runs it)",
 )
 
 
