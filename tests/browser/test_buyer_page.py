@@ -171,6 +171,33 @@ def test_a_busy_front_door_is_retried_after_retry_after_with_the_same_key(
     assert page.text("notice") == ""
 
 
+def test_a_lost_connection_is_retried_after_a_growing_pause_with_the_same_key(
+    sale, buyer_page, make_user, make_event
+):
+    event = concert(make_event, total_tickets=10)
+    buyer = make_user()
+    page = buyer_page(event)
+    page.log_in(buyer.username, PASSWORD)
+    page.wait_for_stage("buy")
+
+    offline = {"latency": 0, "download_throughput": -1, "upload_throughput": -1}
+    page.driver.set_network_conditions(offline=True, **offline)
+    page.press_enter()
+    page.wait_for(lambda p: len(purchases(p)) >= 3, "three purchases without a network")
+    assert "No connection" in page.text("notice")
+    page.driver.set_network_conditions(offline=False, **offline)
+    page.wait_for(confirmed, "confirmed once back online")
+
+    attempts = purchases(page)
+    assert {r.status for r in attempts[:-1]} == {"network error"}
+    assert attempts[-1].status == "202"
+    # 1, 2, 4 … s (each stretched by up to half): a growing pause, never a tight loop.
+    gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert all(gap >= 2**i for i, gap in enumerate(gaps[:-1])), gaps
+    order = Order.objects.get(user=buyer)
+    assert order.status == "confirmed"
+
+
 def test_a_sold_out_event_says_so_after_the_refused_purchase(
     sale, buyer_page, make_user, make_event
 ):
