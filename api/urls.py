@@ -47,4 +47,5 @@ urlpatterns = [
     path("ops/queues/", views.OpsQueuesApi.as_view(), name="ops-queues"),
     path("health/", views.HealthApi.as_view(), name="health"),
     path("ready/", views.ReadyApi.as_view(), name="ready"),
+    path("buyer/", views.buyer_page_urls),
 ]

@@ -6,6 +6,7 @@ api/lean.py. Every view is importable from here (api/urls.py routes `views.<Name
 """
 
 from api.views.accounts import *  # noqa: F403
+from api.views.buyer_page import *  # noqa: F403
 from api.views.events import *  # noqa: F403
 from api.views.ops import *  # noqa: F403
 from api.views.orders import *  # noqa: F403

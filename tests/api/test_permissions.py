@@ -74,6 +74,7 @@ ENDPOINTS = {
     "ready": ("get", "/ready/", None),
     "schema": ("get", "/schema/?format=json", None),
     "docs": ("get", "/docs/", None),
+    "buyer-page": ("get", "/buyer/", None),
 }
 
 # Expected status per endpoint for (anonymous, User, Admin).
@@ -109,6 +110,7 @@ MATRIX = {
     "ready": (200, 200, 200),
     "schema": (200, 200, 200),
     "docs": (200, 200, 200),
+    "buyer-page": (200, 200, 200),  # static files: the page logs in by itself
 }
 
 CODES = {401: "not_authenticated", 403: "permission_denied"}
