@@ -37,6 +37,7 @@ def test_demo_creates_an_admin_a_buyer_and_an_event_on_sale(settings):
     event = Event.objects.get(name="Demo concert")
     assert gate_remaining(event_id=event.pk) == event.total_tickets  # the gate is open
     assert f"/events/{event.pk}/purchase/" in output
+    assert f"/buyer/?event={event.pk}" in output  # the reference buyer page for its event
 
 
 @pytest.mark.django_db

@@ -86,6 +86,8 @@ def _instructions(api: str, admin: User, buyer: User, event: Event) -> str:
             f"  Admin  {admin.username} / {PASSWORD}   (also for {api}/admin/)",
             f"  Buyer  {buyer.username} / {PASSWORD}",
             f'  Event  {event.pk} "{event.name}", {event.total_tickets} tickets, on sale now',
+            f"  Page   {api}/buyer/?event={event.pk}   (the reference buyer page: log in as"
+            f" {buyer.username})",
             "",
             "# With `make run` going in another terminal, paste these lines into a shell:",
             f"API=${{API:-{api}}}",
