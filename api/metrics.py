@@ -88,18 +88,23 @@ _WAITING_ROOM_GAUGES = {
 }
 
 
+def _per_event_gauges(prefix: str, texts: dict[str, str], rows: list[dict]):
+    """One gauge `<prefix>_<key>{event}` per entry of `texts`, a sample per row."""
+    gauges = {
+        key: GaugeMetricFamily(f"{prefix}_{key}", text, labels=["event"])
+        for key, text in texts.items()
+    }
+    for row in rows:
+        for key, gauge in gauges.items():
+            gauge.add_metric([str(row["event"])], float(row[key]))
+    yield from gauges.values()
+
+
 def _waiting_room_gauges():
     """Per event on sale with a waiting room (core.ops.waiting_room_summary)."""
     from core.ops import waiting_room_summary
 
-    gauges = {
-        key: GaugeMetricFamily(f"event_waiting_room_{key}", text, labels=["event"])
-        for key, text in _WAITING_ROOM_GAUGES.items()
-    }
-    for row in waiting_room_summary():
-        for key, gauge in gauges.items():
-            gauge.add_metric([str(row["event"])], float(row[key]))
-    yield from gauges.values()
+    yield from _per_event_gauges("event_waiting_room", _WAITING_ROOM_GAUGES, waiting_room_summary())
 
 
 _WAITLIST_GAUGES = {
@@ -115,14 +120,7 @@ def _waitlist_gauges():
     """Per event on sale with a waitlist (core.ops.waitlist_summary)."""
     from core.ops import waitlist_summary
 
-    gauges = {
-        key: GaugeMetricFamily(f"event_waitlist_{key}", text, labels=["event"])
-        for key, text in _WAITLIST_GAUGES.items()
-    }
-    for row in waitlist_summary():
-        for key, gauge in gauges.items():
-            gauge.add_metric([str(row["event_id"])], float(row[key]))
-    yield from gauges.values()
+    yield from _per_event_gauges("event_waitlist", _WAITLIST_GAUGES, waitlist_summary())
 
 
 def _exposition() -> bytes:

@@ -195,7 +195,7 @@ def waitlist_summary(*, limit: int = 50) -> list[dict]:
         .order_by("date", "id")
         .values_list("pk", flat=True)[:limit]
     )
-    rows = {row["event_id"]: row for row in waitlist_figures(event_ids=events)}
+    rows = {row.pop("event_id"): row for row in waitlist_figures(event_ids=events)}
     return [{"event": pk, **rows[pk]} for pk in events if pk in rows]
 
 

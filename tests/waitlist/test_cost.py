@@ -6,19 +6,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.services.waitlist_offers import waitlist_offer
-from tests.api.test_hot_paths import (
+from tests.api.test_hot_paths import (  # noqa: F401 - revocations_cached: a fixture
     assert_accept_costs_one_insert_and_two_round_trips,
     redis_round_trips,
+    revocations_cached,
 )
 from tests.waitlist.conftest import buy, join
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def revocations_cached(settings):
-    """As in production: a user's revocation record is read at most once a second."""
-    settings.AUTH_REVOCATION_CACHE_SECONDS = 60
 
 
 def test_the_sold_out_refusal_with_a_waitlist_is_one_round_trip_and_no_sql(
