@@ -3,8 +3,8 @@
 Do returned tickets reach the waitlisted buyers in line order, does the flood take none,
 and what does the waitlist cost the flood?
 
-    python -m loadtests.waitlist_bench [--waitlisted 200] [--returns 30] [--flood-seconds 12]
-        [--pairs 5] [--out docs/benchmarks]        (or: python -m loadtests.bench --waitlist)
+    python -m loadtests.waitlist_bench [--waitlisted 200] [--returns 30] [--flood-seconds 10]
+        [--pairs 7] [--out docs/benchmarks]        (or: python -m loadtests.bench --waitlist)
 
 Own database (--database bench_waitlist, recreated) and Redis DB (--redis-db 12, FLUSHDB of
 it only); the benchmark's stack (loadtests.bench.setup: the API as production, a Celery
@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from loadtests import analysis as an
 from loadtests import report
-from loadtests.waitlist_figures import returns_figures, waitlisted_figures, write
+from loadtests.waitlist_figures import pair_ratios, returns_figures, waitlisted_figures, write
 
 WARMUP = 1.5  # seconds of flood before the first cancellation (the flood's own warm-up: 1 s)
 
@@ -59,8 +59,8 @@ OPTIONS = """
 --waitlisted      200             buyers who join the waitlist, 1-4 tickets each
 --holders         120             buyers who sell the event out, 1-4 tickets each
 --returns         30              holders who cancel during the flood
---flood-seconds   12.0            length of each flood
---pairs           5               pairs of arms (waitlist, plain), in alternating order
+--flood-seconds   10.0            length of each flood
+--pairs           7               pairs of arms (waitlist, plain), in alternating order
 --concurrency     64              clients of the flood
 --max-requests    100000          upper bound of requests per flood
 --offer-seconds   600             how long an offer holds
@@ -321,7 +321,7 @@ def pairs_run(ctx, admin: str, results: dict) -> None:
             print(f"--- pair {index + 1}/{ctx.args.pairs}: {arm}", flush=True)
             label = f"{arm}-{index + 1}"
             pair[arm] = arm_run(ctx, plan, label, waitlist=arm == "waitlist")
-        pair["_complete"] = True
+        pair.update(pair_ratios(pair["waitlist"]["flood"], pair["plain"]["flood"]), _complete=True)
 
 
 def main(argv=None) -> int:

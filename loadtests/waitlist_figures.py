@@ -11,6 +11,11 @@ from pathlib import Path
 from loadtests import report
 
 TITLE = "The waitlist after a sell-out (issue 20), under a sold-out flood"
+PER_CORE = (
+    "Medians over the pairs: requests/s {flood_rps_vs_plain}×; flood requests per API "
+    "CPU-second {flood_per_api_core_vs_plain}× (with the waitlist vs without, each pair "
+    "on the same host; `other` is the host's work outside the benchmark, in cores)."
+)
 WAITLISTED_CPU = (
     " (the waitlisted buyers' requests, served meanwhile, included; their load generator's"
     " CPU is in `other`)"
@@ -86,6 +91,17 @@ def waitlisted_figures(
     }  # fmt: skip
 
 
+def pair_ratios(waitlist: dict, plain: dict) -> dict:
+    """The two floods of a pair compared: requests/s (the goal's), and requests per API
+    CPU-second, which does not depend on how much CPU the host's other work left the API
+    (the waitlisted buyers' own requests are in the waitlist arm's CPU)."""
+    cpu = plain["api_cpu_ms_per_request"], waitlist["api_cpu_ms_per_request"]
+    return {
+        "flood_rps_vs_plain": round(waitlist["rps"] / plain["rps"], 3),
+        "flood_per_api_core_vs_plain": round(cpu[0] / cpu[1], 3) if all(cpu) else None,
+    }
+
+
 def write(results: dict, out: Path, goals_path: Path = report.GOALS) -> dict:
     """Medians, goals, waitlist.json and waitlist.md in `out`; return the results."""
     from loadtests.bench import _public, summarize
@@ -116,21 +132,25 @@ def markdown(results: dict) -> str:
     if failure := results.get("failure"):
         lines += [f"**{failure.splitlines()[0]}**", "", "```", failure, "```", ""]
     lines += report.goals_table(results["goals"]) + ["", "## Pairs", ""]
-    head = ["pair", "order", "flood req/s waitlist", "plain", "ratio", "tickets returned",
+    head = ["pair", "order", "flood req/s waitlist / plain", "ratio", "other cores",
+            "API ms per flood request", "per API core-second ratio", "tickets returned",
             "reached waitlisted", "offers", "rounds out of order", "flood took (waitlist / plain)",
-            "cancellations that waited (max ms)", "offer → order p50 s", "other cores"]  # fmt: skip
+            "cancellations that waited (max ms)", "offer → order p50 s"]  # fmt: skip
     lines += [report.table_row(*head), "|---|---|" + "---:|" * (len(head) - 2)]
-    for i, run in enumerate(r for r in results["runs"] if "waitlist" in r and "plain" in r):
+    for i, run in enumerate(r for r in results["runs"] if r.get("flood_rps_vs_plain")):
         w, p, wl = run["waitlist"], run["plain"], run["waitlist"]["waitlisted"]
-        ratio = round(w["flood"]["rps"] / p["flood"]["rps"], 2) if p["flood"]["rps"] else None
+        wf, pf = w["flood"], p["flood"]
         lines.append(report.table_row(
-            i + 1, run["order"], w["flood"]["rps"], p["flood"]["rps"], ratio, w["tickets_returned"],
-            wl["tickets_reached"], wl["offers"], wl["offers_out_of_order"],
+            i + 1, run["order"], f"{wf['rps']} / {pf['rps']}", run["flood_rps_vs_plain"],
+            f"{wf['cpu_cores'].get('other')} / {pf['cpu_cores'].get('other')}",
+            f"{wf['api_cpu_ms_per_request']} / {pf['api_cpu_ms_per_request']}",
+            run["flood_per_api_core_vs_plain"], w["tickets_returned"], wl["tickets_reached"],
+            wl["offers"], wl["offers_out_of_order"],
             f"{w['flood_took_tickets']} / {p['flood_took_tickets']}",
             f"{w['cancellations']['waited']} ({w['cancellations']['max_wait_ms']})",
             wl["offer_to_order_p50_s"],
-            f"{w['flood']['cpu_cores'].get('other')} / {p['flood']['cpu_cores'].get('other')}",
         ))  # fmt: skip
+    lines += ["", PER_CORE.format(**s)] if s.get("flood_per_api_core_vs_plain") else []
     for arm, title in (("waitlist", "with the waitlist"), ("plain", "without a waitlist")):
         if flood := (s.get(arm) or {}).get("flood"):
             lines += [""] + report.steady_table(f"## The flood {title} (medians)", flood)
