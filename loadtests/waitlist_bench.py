@@ -22,7 +22,7 @@ two arms, in alternating order, each on a fresh event of the same kind:
   what comes back, as before the waitlist).
 
 The offers due are computed here, apart from the product, from the join order, the
-quantities and the returns' sizes by the stated rule (core/services/waitlists.py), and
+quantities and the returns' sizes by the stated rule (core/services/waitlist_offers.py), and
 compared round by round with those PostgreSQL recorded. A cancellation waits until the
 previous return has left the gate's pool (an offer round took it; --guard-seconds at
 most) so that each round offers one return. Writes waitlist.md and waitlist.json to --out;
