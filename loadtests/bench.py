@@ -14,7 +14,8 @@ with --baseline COMMIT (the goals file's by default) the same a, a', p and c aga
 that commit served from a temporary git worktree, each right after the current one.
 After the runs: e. scale-out (backlog drains) and in-process stage profiles. Writes
 results.json, report.md (goals from --goals) and PNG charts to --out; how to read them:
-docs/load-testing.md.
+docs/load-testing.md. --room-crowd and --waitlist then run loadtests.crowd and
+loadtests.waitlist_bench, each on a stack of its own.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--crowd", type=int, default=2000, help="keep-alive connections of the flash crowd")
     add("--skip-crowd", dest="crowd", action="store_const", const=0)
     add("--room-crowd", action="store_true", help="then python -m loadtests.crowd (crowd.md)")
+    add("--waitlist", action="store_true", help="then python -m loadtests.waitlist_bench")
     add("--skip-stage-profiles", action="store_true", help="no in-process stage profiles")
     add("--profile", action="store_true", help="py-spy the API and worker during accept and sale")
     add("--skip-scale-out", action="store_true")
@@ -336,6 +338,10 @@ def main(argv=None) -> int:
     if args.room_crowd:  # its own stack, database NAME_crowd and the same Redis DB, after ours
         crowd = ["--database", f"{args.database}_crowd", "--redis-db", str(args.redis_db)]
         subprocess.run([sys.executable, "-m", "loadtests.crowd", *crowd, "--out", str(args.out)])
+    if args.waitlist:  # its own stack, database NAME_waitlist and the same Redis DB, after ours
+        waitlist = ["--database", f"{args.database}_waitlist", "--redis-db", str(args.redis_db)]
+        command = [sys.executable, "-m", "loadtests.waitlist_bench", *waitlist]
+        subprocess.run([*command, "--out", str(args.out)])
     if failure:
         banner = "!" * 78
         print(f"\n{banner}\n{failure}\n(server logs: {work_dir})\n{banner}", file=sys.stderr)

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 # estimate: the 202's estimated_wait_seconds (accepted purchases only; '' otherwise).
 COLUMNS = ["t", "latency", "kind", "outcome", "qty", "order_id", "estimate"]
-REFUSALS = {"sold_out", "insufficient_tickets", "limit_exceeded", "sale_not_open"}
+REFUSALS = {
+    "sold_out",
+    "sold_out_waitlist_open",
+    "insufficient_tickets",
+    "limit_exceeded",
+    "sale_not_open",
+}
 MAX_RETRY_AFTER = 5.0  # a busy answer's Retry-After is honoured up to this many seconds
 ERROR_BACKOFF = 0.05  # after an answer nobody can classify (5xx, time-outs)
 
@@ -27,14 +33,17 @@ class Answer:
     """One response as a buyer reads it.
 
     outcome: accepted | confirmed | a refusal's code | busy_<code> (a 503 with a code: the
-    server shedding load) | an order's status (polls) | error_<status or exception>.
-    after: seconds until the buyer polls this order again (a 202, a pending order, a poll
-    that failed) or, for a busy purchase, waits before its next one; None otherwise."""
+    server shedding load) | an order's status (polls) | a waitlist entry's status |
+    error_<status or exception>.
+    after: seconds until the buyer polls this order (or waitlist entry) again (a 202, a
+    pending order, a waiting entry, a poll that failed) or, for a busy purchase, waits
+    before its next one; None otherwise. offered: an offered entry's tickets."""
 
     outcome: str
     order_id: int = 0
     estimate: float | None = None
     after: float | None = None
+    offered: int = 0
 
     @property
     def refused(self) -> bool:
@@ -90,6 +99,22 @@ def poll_answer(
         (busy.outcome, busy.after) if busy else (f"error_{status or body.decode()}", 1.0)
     )
     return Answer(outcome, order_id, after=after)
+
+
+def entry_answer(status: int, header: Callable[[str], str | None], body: bytes) -> Answer:
+    """Read a waitlist entry's answer (GET /events/<id>/waitlist/me/): its status, the
+    tickets of an offer, and when to read it again (its Retry-After; None once final)."""
+    if status == 200:
+        data = json.loads(body)
+        after = header("Retry-After")
+        return Answer(
+            data["status"],
+            data.get("order_id") or 0,
+            after=float(after) if after else None,
+            offered=data.get("offer_quantity") or 0,
+        )
+    busy = busy_answer(status, header, body)
+    return busy or Answer(f"error_{status or body.decode()}", after=1.0)
 
 
 class Orders:

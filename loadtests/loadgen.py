@@ -7,11 +7,17 @@ connection each, run until max_seconds or max_requests; a progress line
 `{"t", "n", "qty", "sold_out"}` every 0.5 s, one CSV row per request to `samples`
 (loadtests/clients.py's columns), and `{"done": true, ...}` at the end.
 
-Spec: base_url (this machine only), mode ("get" | "buy"), path, paths (get: one per
-token, each buyer reads its own order), tokens, concurrency, max_seconds, max_requests,
-start_at (epoch s), poll (follow 202s honouring Retry-After), grace_after_sold_out
-(seconds of purchases after a client saw sold_out; null: until the deadline),
-quantities ([min, max]), seed, samples (CSV path), network_timeout (default 30 s).
+Spec: base_url (this machine only), mode ("get" | "buy" | "waitlist"), path, paths (get:
+one per token, each buyer reads its own order), tokens, concurrency, max_seconds,
+max_requests, start_at (epoch s), poll (follow 202s honouring Retry-After),
+grace_after_sold_out (seconds of purchases after a client saw sold_out; null: until the
+deadline), quantities ([min, max]), seed, samples (CSV path), network_timeout (default
+30 s), entry_path (waitlist).
+
+Mode "waitlist" (loadtests/waitlist_bench.py): one client per token, each a buyer on the
+event's waitlist who reads its entry (entry_path) when its Retry-After is due, buys an
+offer through `path` as soon as it sees one and polls that order. Its buyers wait for
+offers until a later stdin line {"stop": true} (or the deadline) ends the run.
 """
 
 from gevent import monkey
@@ -24,12 +30,15 @@ import os  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 
 from loadtests import clients  # noqa: E402
+
+NAP = 0.5  # a waiting client sleeps at most this long at a time, so that a stop ends it soon
 
 
 class Run:
@@ -68,6 +77,12 @@ class Client:
         self.rng = random.Random(spec["seed"] * 100_003 + index)
         self.orders = clients.Orders()
         self.order_headers: dict[int, dict] = {}
+        # Mode waitlist: when the entry is read next (None: done; the first reads spread
+        # over 2 s), and the key of the offer's purchase.
+        self.entry_due: float | None = None
+        if spec["mode"] == "waitlist":
+            self.entry_due = time.monotonic() + self.rng.uniform(0, 2)
+        self.offer_key = uuid.uuid4().hex
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict):
         """(start epoch s, latency s, status or 0, response header getter, body)."""
@@ -88,6 +103,9 @@ class Client:
                 self.poll(*due[:2])
             elif run.spec["mode"] == "get":
                 self.get()
+            elif run.spec["mode"] == "waitlist":
+                if not self.wait_for_offer():
+                    return
             elif run.buying():
                 self.buy()
             elif self.orders:
@@ -115,10 +133,9 @@ class Client:
         if busy or status != 200:
             gevent.sleep(busy.after if busy else clients.ERROR_BACKOFF)
 
-    def buy(self) -> None:
-        run, (low, high) = self.run, self.run.spec["quantities"]
-        qty, headers = self.rng.randint(low, high), self.next_headers()
-        body = b'{"quantity": %d}' % qty
+    def purchase(self, qty: int, headers: dict) -> clients.Answer:
+        """POST the purchase of `qty` tickets; follow an accepted order when polling."""
+        run, body = self.run, b'{"quantity": %d}' % qty
         t, latency, status, header, payload = self.request("POST", run.spec["path"], body, headers)
         answer = clients.purchase_answer(status, header, payload)
         self.record(t, latency, "buy", answer, qty)
@@ -127,12 +144,41 @@ class Client:
             if answer.outcome == "accepted" and run.spec.get("poll"):
                 self.order_headers[answer.order_id] = headers
                 self.orders.follow(answer.order_id, f"/orders/{answer.order_id}/", answer.after)
-        elif answer.outcome == "sold_out" and run.sold_out_at is None:
+        return answer
+
+    def buy(self) -> None:
+        run, (low, high) = self.run, self.run.spec["quantities"]
+        answer = self.purchase(self.rng.randint(low, high), self.next_headers())
+        if answer.outcome == "sold_out" and run.sold_out_at is None:
             run.sold_out_at = time.monotonic()
         elif answer.outcome.startswith("busy_"):
             gevent.sleep(answer.after)
         elif answer.unclassified:
             gevent.sleep(clients.ERROR_BACKOFF)
+
+    def wait_for_offer(self) -> bool:
+        """Mode waitlist: read the entry when due and buy its offer; False once the entry
+        is final and its order too."""
+        due = [d for d in (self.entry_due, self.orders.next_due()) if d is not None]
+        if not due:
+            return False
+        if min(due) > time.monotonic():
+            gevent.sleep(min(min(due) - time.monotonic(), NAP))
+        elif self.entry_due is not None and self.entry_due <= time.monotonic():
+            self.read_entry()
+        return True
+
+    def read_entry(self) -> None:
+        path, headers = self.run.spec["entry_path"], self.headers[0]
+        t, latency, status, header, body = self.request("GET", path, None, headers)
+        answer = clients.entry_answer(status, header, body)
+        self.record(t, latency, "entry", answer)
+        after = answer.after
+        if answer.outcome == "offered":
+            bought = self.purchase(answer.offered, {**headers, "Idempotency-Key": self.offer_key})
+            # An offer seen before the gate holds it is refused for a moment: read again.
+            after = None if bought.order_id else bought.after or clients.ERROR_BACKOFF * 10
+        self.entry_due = None if after is None else time.monotonic() + after
 
     def poll(self, order_id: int, path: str) -> None:
         t, latency, status, header, payload = self.request(
@@ -156,6 +202,14 @@ def _progress(run: Run) -> None:
         _emit(t=t, n=run.requests, qty=run.accepted_qty, sold_out=run.sold_out_at is not None)
 
 
+def _listen(run: Run) -> None:
+    """End the run at a later stdin line {"stop": true} (read in a thread: stdin is not
+    a gevent socket)."""
+    line = gevent.get_hub().threadpool.apply(sys.stdin.readline)
+    if line and json.loads(line).get("stop"):
+        run.deadline = time.monotonic()
+
+
 def main() -> None:
     spec = json.loads(sys.stdin.readline())
     clients.raise_open_files_limit(spec["concurrency"] + 1024)
@@ -177,6 +231,8 @@ def main() -> None:
     run.started = time.monotonic()
     run.deadline = run.started + spec["max_seconds"]
     reporter = gevent.spawn(_progress, run)
+    if spec["mode"] == "waitlist":
+        gevent.spawn(_listen, run)
     gevent.joinall([gevent.spawn(client.loop) for client in crowd])
     reporter.kill()
     with open(spec["samples"], "w", newline="") as handle:

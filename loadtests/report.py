@@ -197,7 +197,7 @@ def _code(results: dict) -> str:
     return f"`{code.get('commit', '?')}`" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
-def _row(*cells) -> str:
+def table_row(*cells) -> str:
     """One markdown table row; a missing figure (None) shows as —."""
     return "| " + " | ".join("—" if c is None else str(c) for c in cells) + " |"
 
@@ -205,12 +205,12 @@ def _row(*cells) -> str:
 def _lat_rows(prefix: str, by_outcome: dict | None) -> list[str]:
     keys = ("count", "p50_ms", "p90_ms", "p99_ms", "max_ms")
     return [
-        _row(prefix.format(o), *(stats.get(k, "—") for k in keys))
+        table_row(prefix.format(o), *(stats.get(k, "—") for k in keys))
         for o, stats in (by_outcome or {}).items()
     ]
 
 
-def _steady_table(title: str, data: dict, after: str = "") -> list[str]:
+def steady_table(title: str, data: dict, after: str = "") -> list[str]:
     text = f"""{title}
 
 **{{rps}} req/s** over {{seconds}} s (first second left out), {{errors|0}} errors.
@@ -290,21 +290,17 @@ CHARTS = """## Charts
 
 def markdown(results: dict, spec: dict | None = None) -> str:
     s, rows = results.get("summary") or {}, goals(results, spec)
-    lines = _head(results) + GOALS_HEAD.split("\n")
-    lines += [
-        _row(r["goal"], r["target"], r["measured"], r["range"], f"**{r['verdict']}** {r['margin']}")
-        for r in rows
-    ]
+    lines = _head(results) + goals_table(rows)
     lines += [""] + _limits_section(results, [r for r in rows if r["verdict"] == "MISS"])
     lines += _cpu_section(results) + _stage_section(results)
     for key, title, after in STEADY:
-        lines += _steady_table(title, s[key], after) if s.get(key) else []
+        lines += steady_table(title, s[key], after) if s.get(key) else []
     if sale := s.get("sale"):
         lines += _fill(SALE, s).split("\n") + _lat_rows(
             "purchase `{}`", sale.get("purchases_by_outcome")
         )
         lines += _lat_rows("poll → `{}`", sale.get("polls_by_outcome")) + [""]
-    lines += _steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
+    lines += steady_table("## c. Sold-out flood", s["flood"]) if s.get("flood") else []
     if s.get("sale") and (naive := s.get("naive")):
         lines += _fill(NAIVE, s).split("\n") + _lat_rows(
             "naive `{}`", naive.get("purchases_by_outcome")
@@ -314,6 +310,16 @@ def markdown(results: dict, spec: dict | None = None) -> str:
     lines += _baseline_section(s) + _scale_section(results.get("scale_out") or {})
     lines += _resources_section(results) + CHARTS.split("\n") + [METHOD]
     return "\n".join(lines) + "\n"
+
+
+def goals_table(rows: list[dict]) -> list[str]:
+    """The Goals section: one row per goal (rows from `goals`)."""
+    return GOALS_HEAD.split("\n") + [
+        table_row(
+            r["goal"], r["target"], r["measured"], r["range"], f"**{r['verdict']}** {r['margin']}"
+        )
+        for r in rows
+    ]
 
 
 def _cpu_section(results: dict) -> list[str]:
@@ -341,7 +347,7 @@ def _cpu_section(results: dict) -> list[str]:
         cells = [_get(data, rps_key), data.get("api_cpu_ms_per_request")]
         cells += [_get(profiles, f"{profile}.cpu_us_per_request") if profile else None]
         cells += [old.get("rps"), old.get("api_cpu_ms_per_request")]
-        lines.append(_row(label, *cells))
+        lines.append(table_row(label, *cells))
     return lines + [""]
 
 
@@ -367,7 +373,7 @@ def _stage_section(results: dict) -> list[str]:
             continue
         cells = [f"{stages[c]:.1f}%" if c in stages else "—" for c in columns]
         cpu = profile.get("cpu_us_per_request") or "—"
-        lines.append(_row(endpoint, cpu, *cells))
+        lines.append(table_row(endpoint, cpu, *cells))
     return lines + [""]
 
 
@@ -396,7 +402,7 @@ def _baseline_section(s: dict) -> list[str]:
         cur, old = s.get(key) or {}, base.get(key) or {}
         ratio = f"{cur['rps'] / old['rps']:.2f}" if cur.get("rps") and old.get("rps") else None
         cells = (cur.get("rps"), old.get("rps"), ratio, cur.get("p99_ms"), old.get("p99_ms"))
-        lines.append(_row(label, *cells, old.get("errors")))
+        lines.append(table_row(label, *cells, old.get("errors")))
     return lines + [""]
 
 
@@ -598,7 +604,7 @@ def _resources_section(results: dict) -> list[str]:
         "|---|---|---:|---:|",
     ]  # the baseline commit's processes included (they are not in the goal)
     lines += [
-        _row(e["name"], e["role"], e.get("pid", ""), e["rss_mb"])
+        table_row(e["name"], e["role"], e.get("pid", ""), e["rss_mb"])
         for e in results.get("peak_rss_mb") or []
     ]
     if not (s := results.get("summary") or {}):
@@ -612,7 +618,7 @@ def _resources_section(results: dict) -> list[str]:
         cells = [cpu.get(r, 0) for r in ("api", "worker", "postgres", "redis", "loadgen", "other")]
         cells += [f"{locks.get('share_of_samples_with_waiters', 0) * 100:.0f}%"]
         cells += [locks.get("max_waiting_backends", 0)]
-        lines.append(_row(name, *cells))
+        lines.append(table_row(name, *cells))
     lines += ["", "Most frequent lock waits (wait event: query), by samples:", ""]
     for name in ("accept", "sale", "naive"):
         top = (s.get(name) or {}).get("pg_lock_waits", {}).get("top_waits") or {}

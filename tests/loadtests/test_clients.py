@@ -47,3 +47,20 @@ def test_a_pending_poll_is_polled_again_and_a_final_one_is_not():
 
     assert (pending.outcome, pending.after) == ("pending", 1.0)
     assert (final.outcome, final.after, final.order_id) == ("confirmed", None, 7)
+
+
+def test_a_waitlist_entry_is_read_again_after_its_retry_after_and_an_offer_says_its_tickets():
+    waiting = clients.entry_answer(200, headers(Retry_After="3"), b'{"status": "waiting"}')
+    body = json.dumps({"status": "offered", "offer_quantity": 2}).encode()
+    offered = clients.entry_answer(200, headers(Retry_After="5"), body)
+    bought = clients.entry_answer(200, headers(), b'{"status": "bought", "order_id": 9}')
+
+    assert (waiting.outcome, waiting.after, waiting.offered) == ("waiting", 3.0, 0)
+    assert (offered.outcome, offered.offered) == ("offered", 2)
+    assert (bought.outcome, bought.order_id, bought.after) == ("bought", 9, None)
+
+
+def test_a_refusal_that_says_join_the_waitlist_is_a_refusal():
+    answer = clients.purchase_answer(409, headers(), b'{"code": "sold_out_waitlist_open"}')
+
+    assert answer.refused and answer.outcome == "sold_out_waitlist_open"
