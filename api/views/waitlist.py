@@ -22,7 +22,6 @@ from core.exceptions import NoWaitlistError
 from core.selectors import (
     WaitlistEntryView,
     access_waitlist_entry,
-    waitlist_entry_view,
     waitlist_figures,
 )
 from core.services.waitlists import (
@@ -162,10 +161,9 @@ class WaitlistJoinApi(LeanApiView):
     )
     def post(self, request, event_id: int):
         quantity = s.purchase_quantity(request_json(request))  # as a purchase's
-        entry, created = waitlist_join(
-            event_id=event_id, user_id=request.user.id, quantity=quantity
-        )
-        return _render_entry(self, waitlist_entry_view(entry), status_code=201 if created else 200)
+        _, created = waitlist_join(event_id=event_id, user_id=request.user.id, quantity=quantity)
+        entry = access_waitlist_entry(event_id=event_id, user_id=request.user.id)
+        return _render_entry(self, entry, status_code=201 if created else 200)
 
 
 class WaitlistEntryApi(LeanApiView):
@@ -189,5 +187,7 @@ class WaitlistEntryApi(LeanApiView):
         summary="Leave the waitlist (an offer you hold passes to the next entry)",
     )
     def delete(self, request, event_id: int):
-        entry = waitlist_leave(event_id=event_id, user_id=request.user.id)
-        return _render_entry(self, waitlist_entry_view(entry))
+        waitlist_leave(event_id=event_id, user_id=request.user.id)
+        return _render_entry(
+            self, access_waitlist_entry(event_id=event_id, user_id=request.user.id)
+        )

@@ -21,7 +21,6 @@ from core.selectors.waitlists import (  # noqa: F401 - the waitlist's reads, fro
     WaitlistEntryView,
     access_waitlist_entry,
     offers_out,
-    waitlist_entry_view,
     waitlist_figures,
 )
 
