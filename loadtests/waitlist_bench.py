@@ -1,4 +1,4 @@
-"""The waitlist after a sell-out (issue 20), under a sold-out flood.
+"""The waitlist after a sell-out, under a sold-out flood.
 
 Do returned tickets reach the waitlisted buyers in line order, does the flood take none,
 and what does the waitlist cost the flood?

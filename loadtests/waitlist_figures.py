@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loadtests import report
 
-TITLE = "The waitlist after a sell-out (issue 20), under a sold-out flood"
+TITLE = "The waitlist after a sell-out, under a sold-out flood"
 PER_CORE = (
     "Medians over the pairs: requests/s {flood_rps_vs_plain}×; flood requests per API "
     "CPU-second {flood_per_api_core_vs_plain}× (with the waitlist vs without, each pair "
