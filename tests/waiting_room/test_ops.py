@@ -47,16 +47,19 @@ def test_ops_queues_and_the_command_show_the_rooms(busy_room, admin_client):
     assert json.loads(out.getvalue())["waiting_rooms"][0]["serving"] == 2
 
 
-def test_metrics_have_the_room_gauges(busy_room, client):
+def event_gauges(client, prefix: str, event_id: int) -> dict[str, float]:
+    """The /metrics samples named `prefix`... with the label event=`event_id`."""
     text = client.get("/metrics").content.decode()
-
-    found = {
+    return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name.startswith("event_waiting_room_")
-        and sample.labels == {"event": str(busy_room.pk)}
+        if sample.name.startswith(prefix) and sample.labels == {"event": str(event_id)}
     }
+
+
+def test_metrics_have_the_room_gauges(busy_room, client):
+    found = event_gauges(client, "event_waiting_room_", busy_room.pk)
     assert found == {
         "event_waiting_room_joined": 10, "event_waiting_room_waiting": 8,
         "event_waiting_room_serving": 2, "event_waiting_room_admitted_per_second": 0.2,

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from core.models import Order
 from core.services.drain import drain_run
+from core.services.waitlist_offers import waitlist_offer
 from core.services.waitlists import waitlist_configure
 
 _keys = itertools.count()
@@ -67,3 +68,18 @@ def sold_out(make_event, buyers):
         return event, orders
 
     return make
+
+
+@pytest.fixture
+def offered(sold_out, buyers):
+    """A sold-out event of 2 whose waitlist has 3 entries, the first of them offered the
+    ticket a cancellation returned; `offered.clients` are the entries' buyers, in order."""
+    event, orders = sold_out(total=2)
+    _, clients = buyers(3)
+    for client in clients:
+        join(client, event)
+    holder, order_id = orders[0]
+    assert holder.post(f"/orders/{order_id}/cancel/").status_code == 200
+    waitlist_offer(event_id=event.pk)
+    event.clients = clients
+    return event
