@@ -9,8 +9,8 @@ docker-compose.yml). It migrates a database of its own, starts the Procfile's `a
 `worker:` and `beat:` lines and Flower as docker-compose starts it, all with
 DJANGO_DEBUG=0, and the `proxy:` line (the front door) when HAProxy is installed, then
 walks one buyer's whole path over HTTP, through the front door if it runs: register, log
-in, an Admin creates an event, purchase → 202 → poll until `confirmed`, `/ops/queues/`,
-`/metrics`.
+in, an Admin creates an event, purchase → 202 → poll until `confirmed`, the buyer page's
+files, a waitlist turned on, `/ops/queues/`, `/metrics`.
 It exits 0 only if every step answered as a client expects; otherwise it names the
 failing step and prints the processes' logs.
 """
@@ -245,6 +245,7 @@ def buyer_path(client: Client, processes: Processes) -> None:
 
     wait_until("order confirmed", 60, confirmed, processes)
     print(f"  ok  order {order['id']} confirmed: GET {location}")
+    page_and_waitlist(client, event_id=created["id"], admin_token=admin_token)
 
     def worker_seen():
         _, body = client.expect("ops queues", 200, "GET", "/ops/queues/", token=admin_token)
@@ -255,6 +256,17 @@ def buyer_path(client: Client, processes: Processes) -> None:
     if status != 200 or "orders_committed_total" not in text:
         raise SmokeError(f"/metrics answered {status} without orders_committed_total")
     print("  ok  /metrics -> 200 with orders_committed_total")
+
+
+def page_and_waitlist(client: Client, *, event_id: int, admin_token: str) -> None:
+    """The reference buyer page's files are served, and an Admin can turn a waitlist on."""
+    for path, marker in ((f"/buyer/?event={event_id}", "buyer.js"), ("/buyer/buyer.js", "fetch(")):
+        status, _, text = client.call("GET", path, raw=True)
+        if status != 200 or marker not in text:
+            raise SmokeError(f"the buyer page: GET {path} answered {status} without {marker!r}")
+        print(f"  ok  the buyer page: GET {path} -> 200")
+    client.expect("Admin turns a waitlist on", 200, "PUT", f"/events/{event_id}/waitlist/",
+                  body={"offer_seconds": 600}, token=admin_token)  # fmt: skip
 
 
 def _refreshes(client: Client) -> float:
