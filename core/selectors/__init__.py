@@ -212,14 +212,14 @@ def event_gate_snapshot(*, event: Event) -> GateSnapshot:
     )
     waitlist = Waitlist.objects.filter(event_id=event.pk).values_list("paused", flat=True).first()
     state = "" if waitlist is None else ("paused" if waitlist else "on")
-    offers: tuple = ()
+    # Offers out stay their buyers' even once the waitlist is off (until taken or expired).
+    offers = tuple(offers_out(event.pk).values_list("user_id", "offered_quantity", "pk"))
     pooled = False
-    if state:
-        offers = tuple(offers_out(event.pk).values_list("user_id", "offered_quantity", "pk"))
+    if state == "on":
         waiting = WaitlistEntry.objects.filter(
             event_id=event.pk, status=WaitlistEntry.Status.WAITING
         )
-        pooled = state == "on" and waiting.exists()
+        pooled = waiting.exists()
     starts, ends, limit = event_sale_window(event=event)
     return GateSnapshot(
         remaining=0 if pooled else free,

@@ -93,3 +93,20 @@ def test_with_a_waiting_room_the_waitlist_continues_the_room_s_line(make_event, 
     response = join(stranger, event)
     assert response.status_code == 409
     assert response.json()["code"] == "not_in_waiting_room"
+
+
+def test_offers_out_survive_a_redis_loss_after_the_waitlist_is_turned_off(
+    sold_out, buyers, redis_db, admin_client
+):
+    event, orders = sold_out(total=2)
+    users, (client,) = buyers(1)
+    join(client, event)
+    cancel(*orders[0])
+    waitlist_offer(event_id=event.pk)
+    assert admin_client.delete(f"/events/{event.pk}/waitlist/").status_code == 204
+    redis_db.flushdb()
+    assert buy(buyers(1)[1][0], event).json()["code"] == "sold_out"  # rebuilt, no waitlist
+    assert set(waitlist_gate_offers(event_id=event.pk)) == {users[0].pk}
+    assert buy(client, event).status_code == 202  # the offer is still theirs
+    commit(event)
+    assert_invariants(event.pk, expect_sold_out=True)
