@@ -48,6 +48,14 @@ class PurchaseLimitError(ConflictError):
     code = "limit_exceeded"
     message = "This purchase would exceed the per-user ticket limit for this event."
 
+    @classmethod
+    def allowing(cls, allowed: int) -> "PurchaseLimitError":
+        """The refusal that tells the buyer how many more tickets they may have."""
+        return cls(
+            f"You can buy at most {allowed} more ticket(s) for this event.",
+            extra={"tickets_allowed": allowed},
+        )
+
 
 class SaleClosedError(ConflictError):
     code = "sale_not_open"

@@ -161,7 +161,7 @@ class WaitlistJoinApi(LeanApiView):
     )
     def post(self, request, event_id: int):
         quantity = s.purchase_quantity(request_json(request))  # as a purchase's
-        _, created = waitlist_join(event_id=event_id, user_id=request.user.id, quantity=quantity)
+        created = waitlist_join(event_id=event_id, user_id=request.user.id, quantity=quantity)
         entry = access_waitlist_entry(event_id=event_id, user_id=request.user.id)
         return _render_entry(self, entry, status_code=201 if created else 200)
 

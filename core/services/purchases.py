@@ -154,11 +154,7 @@ def _raise_refusal(reply: GateReply) -> None:
             f"Only {left} ticket(s) left.", extra={"tickets_available": left}
         )
     if status is GateStatus.LIMIT:
-        allowed = reply.tickets_allowed
-        raise PurchaseLimitError(
-            f"You can buy at most {allowed} more ticket(s) for this event.",
-            extra={"tickets_allowed": allowed},
-        )
+        raise PurchaseLimitError.allowing(reply.tickets_allowed)
     if status is GateStatus.SALE_NOT_OPEN:
         raise SaleClosedError()
     if status is GateStatus.NOT_ADMITTED:

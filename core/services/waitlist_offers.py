@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 from core.gate.keys import new_operation_id
 from core.gate.waitlist import waitlist_gate_offer, waitlist_gate_revoke, waitlist_gate_take
@@ -142,7 +143,7 @@ def waitlist_offer_soon(*, event_id: int) -> None:
 
     try:
         waitlist_offer_round_task.delay(event_id)
-    except Exception:  # noqa: BLE001 - the broker's errors vary; beat's tick catches up
+    except (OperationalError, redis.RedisError, OSError):  # as drain_publish's callers
         logger.warning("offer round left to beat", extra={"event_id": event_id})
 
 

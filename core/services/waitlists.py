@@ -98,10 +98,9 @@ def _gate_follows(*, event_id: int, state: str) -> None:
 # --- A buyer's join and leave --------------------------------------------------------
 
 
-def waitlist_join(
-    *, event_id: int, user_id: int, quantity: int, now: float | None = None
-) -> tuple[WaitlistEntry, bool]:
-    """Put the buyer on the event's waitlist for `quantity` tickets; return (entry, created).
+def waitlist_join(*, event_id: int, user_id: int, quantity: int, now: float | None = None) -> bool:
+    """Put the buyer on the event's waitlist for `quantity` tickets; return True for a new
+    entry (the caller reads the entry as the buyer sees it: `access_waitlist_entry`).
 
     Joining again keeps the place (and, while waiting, sets the new quantity); an entry
     that expired or left joins again at the back. Needs the event sold out, and the
@@ -119,7 +118,7 @@ def waitlist_join(
             _check_limit(waitlist.event, user_id=user_id, quantity=quantity)
             entry.quantity = quantity
             entry.save(update_fields=["quantity", "updated_at"])
-        return entry, False
+        return False
     gate = _gate_read(event_id=event_id)
     if gate.remaining > 0:
         raise NotSoldOutError(extra={"tickets_available": gate.remaining})
@@ -134,12 +133,12 @@ def waitlist_join(
         "ended_at": None,
     }
     with transaction.atomic(durable=True):
-        entry, created = WaitlistEntry.objects.update_or_create(
+        _, created = WaitlistEntry.objects.update_or_create(
             event_id=event_id, user_id=user_id, defaults=fields
         )
     if gate.pool > 0 and gate.state == "on":
         waitlist_offer_soon(event_id=event_id)
-    return entry, created
+    return created
 
 
 def _bought(entry: WaitlistEntry) -> bool:
@@ -163,11 +162,7 @@ def _check_limit(event: Event, *, user_id: int, quantity: int) -> None:
         return
     held = gate_held(event_id=event.pk, user_id=user_id)
     if held + quantity > limit:
-        allowed = max(limit - held, 0)
-        raise PurchaseLimitError(
-            f"You can buy at most {allowed} more ticket(s) for this event.",
-            extra={"tickets_allowed": allowed},
-        )
+        raise PurchaseLimitError.allowing(max(limit - held, 0))
 
 
 def _line_key(*, event_id: int, user_id: int, now: float, rejoin: bool) -> int:
@@ -190,19 +185,20 @@ def _line_key(*, event_id: int, user_id: int, now: float, rejoin: bool) -> int:
     return ahead + 1
 
 
-def waitlist_leave(*, event_id: int, user_id: int) -> WaitlistEntry:
-    """Take the buyer off the waitlist; an offer out passes to the next entry."""
+def waitlist_leave(*, event_id: int, user_id: int) -> None:
+    """Take the buyer off the waitlist; an offer out passes to the next entry. Leaving
+    twice, or after the entry ended (an offer bought or expired), changes nothing."""
     entry = WaitlistEntry.objects.filter(event_id=event_id, user_id=user_id).first()
     if entry is None:
         raise NotOnWaitlistError()
-    if entry.status not in (Status.WAITING, Status.OFFERED) or _bought(entry):
-        return entry
-    offered = entry.status == Status.OFFERED
+    if _bought(entry):
+        return
     with transaction.atomic(durable=True):
-        WaitlistEntry.objects.filter(pk=entry.pk).update(
-            status=Status.LEFT, ended_at=at_epoch(time.time())
+        # Guarded by the status read: an expiry that ended the offer meanwhile wins.
+        left = (
+            WaitlistEntry.objects.filter(pk=entry.pk, status=entry.status)
+            .filter(status__in=(Status.WAITING, Status.OFFERED))
+            .update(status=Status.LEFT, ended_at=at_epoch(time.time()))
         )
-    entry.refresh_from_db()
-    if offered:
+    if left and entry.status == Status.OFFERED:
         waitlist_offers_revoke(event_id=event_id, offers=[(user_id, entry.pk)])
-    return entry
